@@ -1,0 +1,195 @@
+"""A pair of our gateways in the lab (HQ and branch), manually keyed for now.
+
+    with GatewayPair(topology, workdir, algorithm="aes128gcm16") as pair:
+        topology.ping(topology.hq.lan_ns, topology.branch.lan_host)
+        print(pair.status("hq"))
+
+Fresh random keys are drawn for each pair and written, with the configs, under
+``workdir`` (mode 0600).  ``keys`` keeps them so tests can hand them to tshark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+
+from appliance.lab.topology import LabError, Site, Topology
+from gateway.crypto.algorithms import INTEGRITY, parse_esp_suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class SaKeys:
+    """One direction's SA, as a test needs it to decrypt captures independently."""
+
+    spi: int
+    src: str
+    dst: str
+    algorithm: str
+    encryption_key: bytes
+    integrity_key: bytes
+
+
+def _random_sa(spi: int, src: str, dst: str, algorithm: str, protocol: str) -> SaKeys:
+    if protocol == "ah":
+        return SaKeys(spi, src, dst, algorithm, b"", os.urandom(INTEGRITY[algorithm].key_size))
+    suite = parse_esp_suite(algorithm)
+    return SaKeys(spi, src, dst, algorithm, os.urandom(suite.encryption.keymat_size),
+                  os.urandom(suite.integrity.key_size) if suite.integrity else b"")
+
+
+class GatewayPair:
+    """Runs `gateway run` in the HQ and branch gateway namespaces."""
+
+    def __init__(self, topology: Topology, workdir: Path, *, algorithm: str = "aes128gcm16",
+                 encapsulation: str = "none", protocol: str = "esp", mode: str = "tunnel",
+                 esn: bool = True, replay_window: int = 1024, edge: bool = True,
+                 log_level: str = "info") -> None:
+        self.topology = topology
+        self.workdir = Path(workdir)
+        self.algorithm = algorithm
+        self.encapsulation = encapsulation
+        self.protocol = protocol
+        self.mode = mode
+        self.esn = esn
+        self.replay_window = replay_window
+        self.edge = edge
+        self.log_level = log_level
+        hq, br = topology.hq, topology.branch
+        self.keys = {
+            "hq->branch": _random_sa(0x1000 + 1, hq.gw_public, br.gw_public, algorithm, protocol),
+            "branch->hq": _random_sa(0x2000 + 1, br.gw_public, hq.gw_public, algorithm, protocol),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- files ---------------------------------------------------------------------------
+    def socket(self, site: str) -> Path:
+        return self.workdir / f"{site}.sock"
+
+    def config_path(self, site: str) -> Path:
+        return self.workdir / f"{site}.yaml"
+
+    def log_path(self, site: str) -> Path:
+        return self.workdir / f"{site}.log"
+
+    def _sa_spec(self, keys: SaKeys) -> dict[str, Any]:
+        spec: dict[str, Any] = {"spi": f"0x{keys.spi:08x}", "algorithm": keys.algorithm}
+        if keys.encryption_key:
+            spec["encryption_key"] = "0x" + keys.encryption_key.hex()
+        if keys.integrity_key:
+            spec["integrity_key"] = "0x" + keys.integrity_key.hex()
+        return spec
+
+    def _config(self, name: str, site: Site, peer: Site, out: SaKeys, inb: SaKeys) -> dict[str, Any]:
+        conn: dict[str, Any] = {
+            "remote": peer.gw_public, "mode": self.mode, "protocol": self.protocol,
+            "encapsulation": self.encapsulation, "keying": "manual",
+            "manual": {"esn": self.esn, "replay_window": self.replay_window,
+                       "outbound": self._sa_spec(out), "inbound": self._sa_spec(inb)},
+        }
+        if self.mode == "tunnel":
+            conn["local_subnets"] = [site.lan_subnet]
+            conn["remote_subnets"] = [peer.lan_subnet]
+        return {
+            "gateway": {"name": name, "public_interface": "wan0", "public_address": site.gw_public,
+                        "lan_interfaces": ["lan0"]},
+            "dataplane": {"tun_name": "gw0"},
+            "edge": {"nftables": self.edge},
+            "control": {"socket": str(self.socket(name))},
+            "metrics": {"listen": "127.0.0.1:9436"},
+            "logging": {"level": self.log_level},
+            "connections": {("branch1" if name == "hq" else "hq"): conn},
+        }
+
+    def write_configs(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        t = self.topology
+        configs = {
+            "hq": self._config("hq", t.hq, t.branch, self.keys["hq->branch"], self.keys["branch->hq"]),
+            "branch": self._config("branch", t.branch, t.hq, self.keys["branch->hq"],
+                                   self.keys["hq->branch"]),
+        }
+        for name, cfg in configs.items():
+            path = self.config_path(name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"# lab gateway {name}: written by appliance/lab/gateways.py\n")
+                yaml.safe_dump(cfg, fh, sort_keys=False)
+
+    # -- processes -------------------------------------------------------------------------
+    def start(self, timeout: float = 15.0) -> None:
+        self.write_configs()
+        t = self.topology
+        try:
+            for name, site in (("hq", t.hq), ("branch", t.branch)):
+                log = open(self.log_path(name), "wb")  # noqa: SIM115 - handed to the child
+                self.procs[name] = subprocess.Popen(
+                    ["ip", "netns", "exec", site.gw_ns, sys.executable, "-m", "gateway", "run",
+                     "-c", str(self.config_path(name))],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+                    env={**os.environ, "PYTHONPATH": str(REPO)})
+                log.close()
+            deadline = time.monotonic() + timeout
+            for name in self.procs:
+                self._wait_ready(name, deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, name: str, deadline: float) -> None:
+        from gateway.control.protocol import ControlError, request
+
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise LabError(f"gateway {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+            try:
+                request(str(self.socket(name)), "status", timeout=1.0)
+                return
+            except ControlError:
+                time.sleep(0.1)
+        raise LabError(f"gateway {name} did not become ready:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+    def status(self, name: str, command: str = "status") -> Any:
+        from gateway.control.protocol import request
+
+        return request(str(self.socket(name)), command)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

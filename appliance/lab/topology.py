@@ -1,0 +1,138 @@
+"""The lab topology: two sites joined by an "internet" router, in network namespaces.
+
+    hq-lan 10.1.0.10 --- 10.1.0.1 hq-gw 192.0.2.1 --- 192.0.2.254 inet 198.51.100.254
+        --- 198.51.100.1 br-gw 10.2.0.1 --- 10.2.0.10 br-lan
+
+Every namespace name carries a prefix so that several labs (the demo, a test run, a
+benchmark) can exist side by side.  Addresses come from the documentation ranges
+(RFC 5737) and 10/8, so nothing ever leaves the machine.  The internet router has no
+route to the 10.x LANs: without a tunnel the sites cannot reach each other, which is
+what makes "traffic crossed the tunnel" a meaningful observation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class LabError(RuntimeError):
+    """A command that sets up or inspects the lab failed."""
+
+
+def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a command, raising LabError with its stderr when it fails."""
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+@dataclass(frozen=True)
+class Site:
+    """One site: its LAN host, its gateway and the addresses on either side."""
+
+    name: str
+    lan_ns: str
+    gw_ns: str
+    lan_subnet: str
+    lan_host: str
+    gw_lan: str
+    gw_public: str
+    public_subnet: str
+    inet_side: str
+
+
+@dataclass
+class Topology:
+    """Creates and removes the namespaces, links and addresses of the lab."""
+
+    prefix: str = "gwlab-"
+    mtu: int = 1500
+    namespaces: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        self.inet_ns = f"{p}inet"
+        self.hq = Site("hq", f"{p}hq-lan", f"{p}hq-gw", "10.1.0.0/24", "10.1.0.10",
+                       "10.1.0.1", "192.0.2.1", "192.0.2.0/24", "192.0.2.254")
+        self.branch = Site("branch", f"{p}br-lan", f"{p}br-gw", "10.2.0.0/24", "10.2.0.10",
+                           "10.2.0.1", "198.51.100.1", "198.51.100.0/24", "198.51.100.254")
+        self.namespaces = [self.hq.lan_ns, self.hq.gw_ns, self.inet_ns,
+                           self.branch.gw_ns, self.branch.lan_ns]
+
+    # -- helpers -------------------------------------------------------------------
+    def ns(self, namespace: str, *cmd: str, check: bool = True,
+           timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a namespace."""
+        return run(["ip", "netns", "exec", namespace, *cmd], check=check, timeout=timeout)
+
+    def exists(self) -> bool:
+        listed = run(["ip", "netns", "list"]).stdout
+        return any(line.split()[0] == self.inet_ns for line in listed.splitlines() if line)
+
+    # -- life cycle ------------------------------------------------------------------
+    def up(self) -> None:
+        """Create the whole topology (removing a stale one of the same prefix first)."""
+        self.down()
+        for name in self.namespaces:
+            run(["ip", "netns", "add", name])
+            self.ns(name, "ip", "link", "set", "lo", "up")
+        for site in (self.hq, self.branch):
+            self._link(site.lan_ns, "eth0", site.gw_ns, "lan0")
+            self._link(site.gw_ns, "wan0", self.inet_ns, f"to-{site.name}")
+            plen = site.lan_subnet.split("/")[1]
+            pub_len = site.public_subnet.split("/")[1]
+            self._addr(site.lan_ns, "eth0", f"{site.lan_host}/{plen}")
+            self._addr(site.gw_ns, "lan0", f"{site.gw_lan}/{plen}")
+            self._addr(site.gw_ns, "wan0", f"{site.gw_public}/{pub_len}")
+            self._addr(self.inet_ns, f"to-{site.name}", f"{site.inet_side}/{pub_len}")
+            self.ns(site.lan_ns, "ip", "route", "add", "default", "via", site.gw_lan)
+            self.ns(site.gw_ns, "ip", "route", "add", "default", "via", site.inet_side)
+            self.ns(site.gw_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns(self.inet_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def down(self) -> None:
+        """Remove every namespace of this lab; processes in them are killed first."""
+        listed = run(["ip", "netns", "list"]).stdout
+        present = {line.split()[0] for line in listed.splitlines() if line.strip()}
+        for name in self.namespaces:
+            if name in present:
+                pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
+                if pids:
+                    run(["kill", "-9", *pids], check=False)
+                run(["ip", "netns", "del", name], check=False)
+
+    def enable_plain_routing(self) -> None:
+        """Let the internet router route the LANs in clear (the no-tunnel baseline)."""
+        for site in (self.hq, self.branch):
+            self.ns(self.inet_ns, "ip", "route", "replace", site.lan_subnet, "via", site.gw_public)
+
+    def disable_plain_routing(self) -> None:
+        for site in (self.hq, self.branch):
+            self.ns(self.inet_ns, "ip", "route", "del", site.lan_subnet, check=False)
+
+    # -- traffic -----------------------------------------------------------------
+    def ping(self, src_ns: str, dst: str, count: int = 3, interval: float = 0.2,
+             size: int = 56, wait: float = 1.0) -> tuple[int, int]:
+        """Ping and return (sent, received)."""
+        proc = self.ns(src_ns, "ping", "-n", "-q", "-c", str(count), "-i", str(interval),
+                       "-s", str(size), "-W", str(wait), dst, check=False,
+                       timeout=count * (interval + wait) + 10)
+        for line in proc.stdout.splitlines():
+            if "packets transmitted" in line:
+                parts = line.split(",")
+                sent = int(parts[0].split()[0])
+                received = int(parts[1].split()[0])
+                return sent, received
+        raise LabError(f"ping gave no summary: {proc.stdout} {proc.stderr}")
+
+    def _link(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+        run(["ip", "-n", ns_a, "link", "add", if_a, "mtu", str(self.mtu), "type", "veth",
+             "peer", "name", if_b, "netns", ns_b, "mtu", str(self.mtu)])
+        self.ns(ns_a, "ip", "link", "set", if_a, "up")
+        self.ns(ns_b, "ip", "link", "set", if_b, "up")
+
+    def _addr(self, namespace: str, ifname: str, cidr: str) -> None:
+        self.ns(namespace, "ip", "addr", "add", cidr, "dev", ifname)

@@ -1,0 +1,178 @@
+"""The `gateway` command: run the daemon, check a config, talk to a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+DEFAULT_SOCKET = "/run/gateway/control.sock"
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        from gateway.config import ConfigError, load_config
+
+        try:
+            return load_config(args.config).config.control.socket
+        except ConfigError as exc:
+            raise SystemExit(f"gateway: {exc}") from None
+    return os.environ.get("GATEWAY_SOCKET", DEFAULT_SOCKET)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.config import ConfigError, load_config
+    from gateway.daemon import StartupError, run
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging_cfg = loaded.config.logging
+    logs.setup(args.log_level or logging_cfg.level, args.log_format or logging_cfg.format)
+    try:
+        run(loaded)
+    except StartupError as exc:
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    status = 0
+    for path in args.files:
+        try:
+            loaded = load_config(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        for warning in loaded.warnings:
+            print(warning, file=sys.stderr)
+        conns = loaded.config.connections
+        print(f"{path}: OK ({len(conns)} connection{'s' if len(conns) != 1 else ''})")
+    return status
+
+
+def _request(args: argparse.Namespace, command: str) -> Any:
+    from gateway.control.protocol import ControlError, request
+
+    try:
+        return request(_socket_path(args), command)
+    except ControlError as exc:
+        raise SystemExit(f"gateway: {exc}") from None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = _request(args, "status")
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"gateway {st['name']} (pid {st['pid']}, version {st['version']}), up {st['uptime']:.0f} s")
+    print(f"  dataplane: {st['backend']} on {st['tun']}, public address {st['public_address']}")
+    edge = st["edge"]
+    edge_drops = sum(c["packets"] for c in edge["counters"].values())
+    print(f"  edge filter: {'nftables' if edge['nftables'] else 'userspace only'}"
+          f"{f', {edge_drops} dropped' if edge['nftables'] else ''}")
+    print(f"  connections: {len(st['connections'])}")
+    for c in st["connections"]:
+        print(f"    {c['name']}: {c['state']} ({c['keying']}, {c['mode']}, {c['algorithm']}) "
+              f"peer {c['peer']}  {','.join(c['local'])} <=> {','.join(c['remote'])}")
+        print(f"      out: {c['packets_out']} packets, {_human(c['bytes_out'])}   "
+              f"in: {c['packets_in']} packets, {_human(c['bytes_in'])}, {c['drops_in']} dropped")
+    drops = st["drops"]
+    if drops:
+        print("  dataplane drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
+    else:
+        print("  dataplane drops: none")
+    return 0
+
+
+def cmd_sas(args: argparse.Namespace) -> int:
+    result = _request(args, "sas")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    sas = result["sas"]
+    if not sas:
+        print("no SAs")
+        return 0
+    header = f"{'connection':<12} {'dir':<3} {'proto':<5} {'spi':<10} {'mode':<9} {'algorithm':<16} " \
+             f"{'encap':<16} {'packets':>10} {'bytes':>12} {'drops':>7}"
+    print(header)
+    for sa in sas:
+        print(f"{sa['name']:<12} {sa['direction']:<3} {sa['protocol']:<5} {sa['spi']:<10} "
+              f"{sa['mode']:<9} {sa['algorithm']:<16} {sa['encap'] or '-':<16} "
+              f"{sa['packets']:>10} {sa['bytes']:>12} {sa['drops']:>7}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Random keys of the right length for a manually keyed SA."""
+    from gateway.crypto.algorithms import UnknownAlgorithm, parse_esp_suite
+
+    try:
+        suite = parse_esp_suite(args.algorithm)
+    except UnknownAlgorithm as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    if suite.encryption.keymat_size:
+        print(f"encryption_key: 0x{os.urandom(suite.encryption.keymat_size).hex()}")
+    if suite.integrity is not None:
+        print(f"integrity_key: 0x{os.urandom(suite.integrity.key_size).hex()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="VPN gateway appliance")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the gateway in the foreground")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate configuration files")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_check_config)
+
+    for name, func, text in (("status", cmd_status, "show the running gateway"),
+                             ("sas", cmd_sas, "list security associations")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-s", "--socket", help="control socket of the daemon")
+        p.add_argument("-c", "--config", help="take the control socket from this config")
+        p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("keygen", help="print random keys for a manually keyed SA")
+    p.add_argument("algorithm", help="e.g. aes128gcm16, aes256-sha256")
+    p.set_defaults(func=cmd_keygen)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

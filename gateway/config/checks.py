@@ -1,0 +1,139 @@
+"""Rules that span several keys (pydantic checks each value on its own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config.model import Config, Connection, ManualSa
+from gateway.crypto.algorithms import INTEGRITY, UnknownAlgorithm, parse_esp_suite, parse_integrity
+
+#: DH groups an ESP proposal may name for PFS (RFC 7296 3.3.2, strongSwan names).
+DH_GROUP_NAMES = {"modp1024", "modp1536", "modp2048", "modp3072", "modp4096", "ecp256",
+                  "ecp384", "ecp521", "curve25519", "x25519"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: tuple[str | int, ...]
+    message: str
+    warning: bool = False
+
+
+def cross_checks(config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    seen_remote: dict[str, str] = {}
+    for name, conn in config.connections.items():
+        base = ("connections", name)
+        problems += _connection(base, conn, config)
+        for subnet in conn.remote_subnets:
+            for other_name, other in config.connections.items():
+                if other_name == name or other_name in seen_remote:
+                    continue
+                if any(subnet.overlaps(o) for o in other.remote_subnets):
+                    problems.append(Problem((*base, "remote_subnets"),
+                                            f"{subnet} overlaps remote_subnets of {other_name}"))
+        seen_remote[name] = name
+    return problems
+
+
+def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list[Problem]:
+    out: list[Problem] = []
+    if conn.protocol == "ah" and conn.encapsulation == "udp":
+        out.append(Problem((*base, "encapsulation"),
+                           "AH cannot be UDP-encapsulated: it does not traverse NAT (RFC 3948)"))
+    if conn.mode == "tunnel" and conn.keying == "manual":
+        if not conn.local_subnets:
+            out.append(Problem((*base, "local_subnets"), "a tunnel needs at least one local subnet"))
+        if not conn.remote_subnets:
+            out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
+    for i, proposal in enumerate(conn.proposals.esp):
+        try:
+            parse_esp_proposal(proposal)
+        except UnknownAlgorithm as exc:
+            out.append(Problem((*base, "proposals", "esp", i), str(exc)))
+    if conn.keying == "manual":
+        out += _manual(base, conn)
+    else:
+        if conn.auth is None:
+            out.append(Problem((*base, "auth"), "IKE keying needs an auth section (psk or cert)"))
+        elif conn.auth.method == "psk" and (conn.auth.psk is None) == (conn.auth.psk_file is None):
+            out.append(Problem((*base, "auth"), "give exactly one of psk or psk_file"))
+        if conn.manual is not None:
+            out.append(Problem((*base, "manual"), "manual SAs need keying: manual"))
+    return out
+
+
+def parse_esp_proposal(text: str) -> None:
+    """Validate ``aes128gcm16`` / ``aes256-sha256-modp2048`` (a trailing DH group is PFS)."""
+    parts = text.lower().split("-")
+    while len(parts) > 1 and parts[-1] in DH_GROUP_NAMES:
+        parts.pop()
+    parse_esp_suite("-".join(parts))
+
+
+def _manual(base: tuple[str, ...], conn: Connection) -> list[Problem]:
+    out: list[Problem] = []
+    if conn.manual is None:
+        return [Problem((*base, "manual"), "keying: manual needs a manual section")]
+    if not conn.remote[0].isdigit():
+        out.append(Problem((*base, "remote"), "manually keyed SAs need an IP address, not a name"))
+    if conn.encapsulation == "auto":
+        pass  # without IKE there is no NAT detection: "auto" means plain ESP
+    for direction in ("outbound", "inbound"):
+        sa: ManualSa = getattr(conn.manual, direction)
+        path = (*base, "manual", direction)
+        out += _manual_sa(path, sa, conn.protocol)
+        suite_name = sa.algorithm.lower()
+        try:
+            if conn.protocol == "esp" and parse_esp_suite(suite_name).weak:
+                out.append(Problem((*path, "algorithm"),
+                                   f"{suite_name} is weak: only for legacy peers", warning=True))
+        except UnknownAlgorithm:
+            pass
+    if conn.manual.outbound.spi == conn.manual.inbound.spi:
+        out.append(Problem((*base, "manual", "inbound", "spi"),
+                           "inbound and outbound SPIs should differ", warning=True))
+    return out
+
+
+def _manual_sa(path: tuple[str | int, ...], sa: ManualSa, protocol: str) -> list[Problem]:
+    out: list[Problem] = []
+    if protocol == "ah":
+        try:
+            integ = parse_integrity(sa.algorithm)
+        except UnknownAlgorithm:
+            return [Problem((*path, "algorithm"),
+                            f"unknown AH algorithm {sa.algorithm!r} (known: {', '.join(INTEGRITY)})")]
+        if sa.encryption_key is not None:
+            out.append(Problem((*path, "encryption_key"), "AH has no encryption key"))
+        if sa.integrity_key is None:
+            out.append(Problem((*path, "integrity_key"), "required key is missing"))
+        elif len(sa.integrity_key) != integ.key_size:
+            out.append(Problem((*path, "integrity_key"),
+                               f"{integ.name} needs {integ.key_size} octets, got {len(sa.integrity_key)}"))
+        return out
+    try:
+        suite = parse_esp_suite(sa.algorithm)
+    except UnknownAlgorithm as exc:
+        return [Problem((*path, "algorithm"), str(exc))]
+    enc = suite.encryption
+    if enc.keymat_size:
+        if sa.encryption_key is None:
+            out.append(Problem((*path, "encryption_key"), "required key is missing"))
+        elif len(sa.encryption_key) != enc.keymat_size:
+            salt = " including the 4-octet salt (RFC 4106 8.1)" if enc.salt_size else ""
+            out.append(Problem((*path, "encryption_key"),
+                               f"{enc.name} needs {enc.keymat_size} octets{salt}, "
+                               f"got {len(sa.encryption_key)}"))
+    elif sa.encryption_key is not None:
+        out.append(Problem((*path, "encryption_key"), "null encryption takes no key"))
+    if suite.integrity is None:
+        if sa.integrity_key is not None:
+            out.append(Problem((*path, "integrity_key"), f"{enc.name} is AEAD: no integrity key"))
+    elif sa.integrity_key is None:
+        out.append(Problem((*path, "integrity_key"), "required key is missing"))
+    elif len(sa.integrity_key) != suite.integrity.key_size:
+        out.append(Problem((*path, "integrity_key"),
+                           f"{suite.integrity.name} needs {suite.integrity.key_size} octets, "
+                           f"got {len(sa.integrity_key)}"))
+    return out

@@ -1,0 +1,267 @@
+"""The configuration schema: typed, validated, documented in configs/README.md.
+
+Pydantic checks shapes and single values; `gateway.config.checks` adds the rules that
+span several keys.  Secrets (pre-shared keys, manual SA keys) are held in `Secret`,
+whose repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from gateway.config.yamlsource import HexInt
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+class Secret:
+    """A secret value: bytes inside, ``***`` outside."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        import hmac
+
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def _ipv4(value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise ValueError("not an IPv4 address") from None
+
+
+def _network(value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 subnet ({exc})") from None
+
+
+def _host(value: Any) -> str:
+    text = str(value)
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        pass
+    if _HOSTNAME.match(text) and not text.replace(".", "").isdigit():
+        return text
+    raise ValueError("not an IP address or host name")
+
+
+def _duration(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError("not a duration (e.g. 30s, 15m, 4h, 1d)")
+        seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError("not a size (e.g. 500M, 4G)")
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
+
+
+def _spi(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError:
+            raise ValueError("not an SPI (an integer, e.g. 0x1001)") from None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("not an SPI (an integer, e.g. 0x1001)")
+    if not 256 <= value <= 0xFFFFFFFF:
+        raise ValueError("SPI must be between 256 and 0xffffffff (1-255 are reserved, RFC 4303 2.1)")
+    return value
+
+
+def _hex_secret(value: Any) -> Secret:
+    if isinstance(value, HexInt):
+        text = value.text
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise ValueError("a key must be written in hex, e.g. 0x00112233...")
+    text = text.strip().lower()
+    text = text[2:] if text.startswith("0x") else text
+    text = text.replace(":", "").replace(" ", "")
+    if len(text) % 2:
+        raise ValueError("a hex key needs an even number of digits")
+    try:
+        return Secret(bytes.fromhex(text))
+    except ValueError:
+        raise ValueError("not a hex key") from None
+
+
+def _text_secret(value: Any) -> Secret:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return Secret(value.encode())
+
+
+def _listen(value: Any) -> tuple[str, int]:
+    text = str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("not an address:port (e.g. 127.0.0.1:9436)")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4)]
+Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_network)]
+Host = Annotated[str, BeforeValidator(_host)]
+Duration = Annotated[int, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+Spi = Annotated[int, BeforeValidator(_spi)]
+HexKey = Annotated[Secret, BeforeValidator(_hex_secret), PlainSerializer(lambda s: "***")]
+TextSecret = Annotated[Secret, BeforeValidator(_text_secret), PlainSerializer(lambda s: "***")]
+Listen = Annotated[tuple[str, int], BeforeValidator(_listen)]
+Interface = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+class GatewaySection(Strict):
+    name: str = "gateway"
+    public_interface: Interface
+    public_address: IPv4
+    lan_interfaces: list[Interface] = []
+
+
+class DataplaneSection(Strict):
+    backend: Literal["userspace", "kernel"] = "userspace"
+    tun_name: Interface = "gw0"
+    tun_mtu: int = Field(1400, ge=576, le=9000)
+    replay_window: int = Field(1024, ge=0, le=65536)
+    socket_mark: int = Field(0x4750, ge=1, le=0xFFFFFFFF)
+    routing_table: int = Field(4750, ge=1, le=0xFFFFFFF0)
+
+
+class ManagementEntry(Strict):
+    source: Subnet
+    protocol: Literal["tcp", "udp", "icmp"]
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class EdgeSection(Strict):
+    nftables: bool = True
+    management: list[ManagementEntry] = []
+
+
+class ControlSection(Strict):
+    socket: str = "/run/gateway/control.sock"
+
+
+class MetricsSection(Strict):
+    listen: Listen | None = None
+
+
+class LoggingSection(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Proposals(Strict):
+    ike: list[str] = ["aes256gcm16-prfsha256-ecp256", "aes256-sha256-modp2048"]
+    esp: list[str] = ["aes128gcm16", "aes256gcm16", "aes256-sha256"]
+
+
+class Lifetimes(Strict):
+    ike: Duration = 14400
+    child: Duration = 3600
+    child_bytes: Size | None = None
+    child_packets: int | None = Field(None, ge=1)
+
+
+class PskAuth(Strict):
+    method: Literal["psk"]
+    psk: TextSecret | None = None
+    psk_file: str | None = None
+    id: str | None = None
+    remote_id: str | None = None
+
+
+class CertAuth(Strict):
+    method: Literal["cert"]
+    cert: str
+    key: str
+    ca: list[str]
+    id: str | None = None
+    remote_id: str | None = None
+
+
+class ManualSa(Strict):
+    """One direction of a manually keyed SA, as `ip xfrm state` or setkey would hold it."""
+
+    spi: Spi
+    algorithm: str
+    encryption_key: HexKey | None = None
+    integrity_key: HexKey | None = None
+
+
+class ManualKeying(Strict):
+    esn: bool = False
+    replay_window: int | None = Field(None, ge=0, le=65536)
+    outbound: ManualSa
+    inbound: ManualSa
+
+
+class Connection(Strict):
+    remote: Host
+    local_subnets: list[Subnet] = []
+    remote_subnets: list[Subnet] = []
+    mode: Literal["tunnel", "transport"] = "tunnel"
+    protocol: Literal["esp", "ah"] = "esp"
+    encapsulation: Literal["auto", "udp", "none"] = "auto"
+    remote_port: int = Field(4500, ge=1, le=65535)
+    keying: Literal["ike", "manual"] = "ike"
+    proposals: Proposals = Proposals()
+    lifetimes: Lifetimes = Lifetimes()
+    auth: Annotated[PskAuth | CertAuth, Field(discriminator="method")] | None = None
+    manual: ManualKeying | None = None
+
+
+class Config(Strict):
+    gateway: GatewaySection
+    dataplane: DataplaneSection = DataplaneSection()
+    edge: EdgeSection = EdgeSection()
+    control: ControlSection = ControlSection()
+    metrics: MetricsSection = MetricsSection()
+    logging: LoggingSection = LoggingSection()
+    connections: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Connection] = {}

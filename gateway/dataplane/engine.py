@@ -1,0 +1,257 @@
+"""The packet engine: SPD + SAD + ESP/AH + edge filter, with no I/O of its own.
+
+A backend feeds it packets (from the TUN device, from raw ESP/AH sockets, from the UDP
+4500 socket) and sends what it returns.  It is deterministic and testable without any
+namespace: bytes in, bytes out, drops counted by reason.
+
+Outbound results are ``(kind, data, address)`` tuples, cheap on the hot path:
+``SEND_ESP`` (an ESP payload for a raw IP-protocol-50 socket; the kernel adds the IPv4
+header), ``SEND_IP`` (a complete IPv4 packet for an IP_HDRINCL socket, used by AH whose
+ICV covers the header) and ``SEND_UDP`` (a UDP payload for the NAT-T socket).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.dataplane import ah, esp, ip
+from gateway.dataplane.drops import DropCounters, Dropped, DropReason
+from gateway.dataplane.edge import EdgePolicy
+from gateway.dataplane.sa import Direction, Mode, SecurityAssociation
+from gateway.dataplane.spd import Action, Policy, SecurityPolicyDatabase
+
+SEND_ESP = 0
+SEND_IP = 1
+SEND_UDP = 2
+
+Transmit = tuple[int, bytes, tuple[str, int]]
+
+_NON_ESP_MARKER = b"\0\0\0\0"  # RFC 3948 2.2: IKE on port 4500
+
+
+@dataclass(frozen=True)
+class SaExhausted:
+    """An outbound SA ran out of sequence numbers: it must be rekeyed (RFC 4303 3.3.3)."""
+
+    sa_name: str
+    spi: int
+
+
+@dataclass(frozen=True)
+class IkeDatagram:
+    """A UDP-4500 datagram that carried the non-ESP marker: it belongs to IKE."""
+
+    data: bytes
+    address: tuple[str, int]
+
+
+class Dataplane:
+    """Holds the SPD and SAD and transforms packets in both directions."""
+
+    def __init__(self, edge: EdgePolicy) -> None:
+        self.edge = edge
+        self.spd = SecurityPolicyDatabase()
+        self.sad_in: dict[tuple[int, bytes], SecurityAssociation] = {}
+        self.sas_out: list[SecurityAssociation] = []
+        self.drops = DropCounters()
+        self.events: deque[object] = deque()
+        self.keepalives_received = 0
+        self._ident = 0
+        self._public = edge.public_address.packed
+
+    # -- configuration -------------------------------------------------------------
+    def install_inbound(self, sa: SecurityAssociation) -> None:
+        assert sa.direction is Direction.IN
+        self.sad_in[(sa.protocol, sa.spi_bytes)] = sa
+
+    def remove_inbound(self, sa: SecurityAssociation) -> None:
+        self.sad_in.pop((sa.protocol, sa.spi_bytes), None)
+
+    def install_policy(self, policy: Policy) -> None:
+        for sa in (policy.esp_out, policy.ah_out):
+            if sa is not None and sa not in self.sas_out:
+                self.sas_out.append(sa)
+        self.spd.add(policy)
+
+    def remove_policy(self, name: str) -> None:
+        for policy in list(self.spd):
+            if policy.name == name:
+                self.sas_out = [sa for sa in self.sas_out if sa not in (policy.esp_out, policy.ah_out)]
+        self.spd.remove(name)
+
+    # -- outbound: a packet the kernel routed into the TUN ---------------------------
+    def outbound(self, packet: bytes) -> Transmit | None:
+        try:
+            return self._outbound(packet)
+        except Dropped as exc:
+            self.drops.count(exc.reason)
+            if exc.reason is DropReason.SEQ_EXHAUSTED:
+                self._report_exhausted()
+        except (IndexError, ValueError):
+            self.drops.count(DropReason.MALFORMED)
+        return None
+
+    def _outbound(self, packet: bytes) -> Transmit | None:
+        if len(packet) < 20 or packet[0] >> 4 != 4:
+            raise Dropped(DropReason.MALFORMED)
+        src = int.from_bytes(packet[12:16], "big")
+        dst = int.from_bytes(packet[16:20], "big")
+        proto = packet[9]
+        spd = self.spd
+        if spd.uses_ports:
+            sport, dport = ip.ports(packet, ip.header_length(packet))
+            policy = spd.lookup(src, dst, proto, sport, dport)
+        else:
+            policy = spd.lookup(src, dst, proto)
+        if policy is None:
+            raise Dropped(DropReason.NO_POLICY)
+        if policy.action is not Action.PROTECT:
+            raise Dropped(DropReason.POLICY_DISCARD)
+        policy.hits += 1
+        sa = policy.esp_out
+        if sa is not None:
+            if policy.mode is Mode.TUNNEL:
+                data = esp.encapsulate(sa, packet, ip.PROTO_IPIP)
+            else:
+                ihl = ip.header_length(packet)
+                data = esp.encapsulate(sa, packet[ihl:], proto)
+            sa.counters.packets += 1
+            sa.counters.bytes += len(packet)
+            if sa.encap is not None:
+                return SEND_UDP, data, (sa.remote_str, sa.encap.remote_port)
+            return SEND_ESP, data, (sa.remote_str, 0)
+        sa = policy.ah_out
+        if sa is None:
+            raise Dropped(DropReason.NO_SA)
+        if policy.mode is Mode.TUNNEL:
+            header = ip.build_header(sa.local_packed, sa.remote_packed, ip.PROTO_AH, 0,
+                                     ident=self._next_ident())
+            data = ah.protect(sa, header, ip.PROTO_IPIP, packet)
+        else:
+            ihl = ip.header_length(packet)
+            header = packet[:ihl]
+            if header[4:6] == b"\0\0":
+                header = header[:4] + self._next_ident().to_bytes(2, "big") + header[6:]
+            data = ah.protect(sa, header, proto, packet[ihl:])
+        sa.counters.packets += 1
+        sa.counters.bytes += len(packet)
+        return SEND_IP, data, (sa.remote_str, 0)
+
+    def _report_exhausted(self) -> None:
+        for sa in self.sas_out:
+            if sa.exhausted and not sa.exhaustion_reported:
+                sa.exhaustion_reported = True
+                self.events.append(SaExhausted(sa.name, sa.spi))
+
+    def _next_ident(self) -> int:
+        self._ident = self._ident % 0xFFFF + 1  # never 0: the kernel would overwrite it
+        return self._ident
+
+    # -- inbound: from the raw ESP/AH sockets and the NAT-T socket -------------------
+    def inbound_ip(self, packet: bytes) -> bytes | None:
+        """A whole IPv4 packet from a raw socket; returns the packet for the TUN, if any."""
+        try:
+            reason = self.edge.check(packet)
+            if reason is not None:
+                raise Dropped(reason)
+            ihl = ip.header_length(packet)
+            if packet[9] == ip.PROTO_ESP:
+                return self._inbound_esp(packet[ihl:], packet[:ihl])
+            return self._inbound_ah(packet, ihl)
+        except Dropped as exc:
+            self.drops.count(exc.reason)
+        except (IndexError, ValueError):
+            self.drops.count(DropReason.MALFORMED)
+        return None
+
+    def inbound_udp(self, payload: bytes, address: tuple[str, int]) -> bytes | IkeDatagram | None:
+        """A datagram that arrived on UDP 4500 (RFC 3948 2.2/2.3)."""
+        if len(payload) == 1 and payload[0] == 0xFF:
+            self.keepalives_received += 1
+            return None
+        if payload[:4] == _NON_ESP_MARKER:
+            return IkeDatagram(payload[4:], address)
+        try:
+            if len(payload) < 8:
+                raise Dropped(DropReason.TOO_SHORT)
+            header = ip.build_header(ipaddress.IPv4Address(address[0]).packed, self._public,
+                                     ip.PROTO_ESP, len(payload))
+            return self._inbound_esp(payload, header)
+        except Dropped as exc:
+            self.drops.count(exc.reason)
+        except (IndexError, ValueError):
+            self.drops.count(DropReason.MALFORMED)
+        return None
+
+    def _lookup(self, proto: int, spi: bytes) -> SecurityAssociation:
+        sa = self.sad_in.get((proto, spi))
+        if sa is None:
+            raise Dropped(DropReason.UNKNOWN_SPI)
+        return sa
+
+    def _inbound_esp(self, data: bytes, outer: bytes) -> bytes:
+        if len(data) < 8:
+            raise Dropped(DropReason.TOO_SHORT)
+        sa = self._lookup(ip.PROTO_ESP, data[:4])
+        try:
+            next_header, payload = esp.decapsulate(sa, data)
+            return self._deliver(sa, outer, next_header, payload)
+        except Dropped:
+            sa.counters.drops += 1
+            raise
+
+    def _inbound_ah(self, packet: bytes, ihl: int) -> bytes:
+        if len(packet) < ihl + 12:
+            raise Dropped(DropReason.TOO_SHORT)
+        sa = self._lookup(ip.PROTO_AH, packet[ihl + 4:ihl + 8])
+        try:
+            outer, next_header, payload = ah.verify(sa, packet)
+            return self._deliver(sa, outer, next_header, payload)
+        except Dropped:
+            sa.counters.drops += 1
+            raise
+
+    def _deliver(self, sa: SecurityAssociation, outer: bytes, next_header: int,
+                 payload: bytes) -> bytes:
+        """The packet to write to the TUN, after the inbound policy check (RFC 4301 5.2)."""
+        if sa.mode is Mode.TUNNEL:
+            if next_header != ip.PROTO_IPIP:
+                raise Dropped(DropReason.BAD_NEXT_HEADER)
+            if len(payload) < 20 or payload[0] >> 4 != 4 or (
+                    int.from_bytes(payload[2:4], "big") != len(payload)):
+                raise Dropped(DropReason.MALFORMED)
+            inner = payload
+        else:
+            inner = ip.rewrite_header(outer, proto=next_header,
+                                      total_length=len(outer) + len(payload)) + payload
+        if sa.selectors:
+            src = int.from_bytes(inner[12:16], "big")
+            dst = int.from_bytes(inner[16:20], "big")
+            proto = inner[9]
+            sport, dport = ip.ports(inner, ip.header_length(inner))
+            for pair in sa.selectors:
+                if pair.matches_inbound(src, dst, proto, sport, dport):
+                    break
+            else:
+                raise Dropped(DropReason.POLICY_MISMATCH)
+        sa.counters.packets += 1
+        sa.counters.bytes += len(inner)
+        return inner
+
+    # -- reporting -----------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and SAs for the control socket and metrics (no key material)."""
+        return {
+            "policies": [
+                {"name": p.name, "action": p.action.value, "mode": p.mode.value,
+                 "selectors": [str(s) for s in p.selectors], "hits": p.hits}
+                for p in self.spd
+            ],
+            "sas": [sa.describe() for sa in self.sas_out] + [
+                sa.describe() for sa in self.sad_in.values()],
+            "drops": dict(self.drops),
+            "keepalives_received": self.keepalives_received,
+        }

@@ -1,0 +1,52 @@
+"""Prometheus metrics, read from the dataplane's own counters at scrape time.
+
+A collector (rather than counters updated per packet) keeps the hot path free of
+metric calls.  Labels carry connection names, SPIs and reasons: never keys or secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+
+class GatewayCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        snap = self._snapshot()
+        packets = CounterMetricFamily("gateway_sa_packets", "Packets through an SA",
+                                      labels=["connection", "direction", "protocol", "spi"])
+        octets = CounterMetricFamily("gateway_sa_bytes", "Inner bytes through an SA",
+                                     labels=["connection", "direction", "protocol", "spi"])
+        sa_drops = CounterMetricFamily("gateway_sa_drops", "Packets an SA dropped",
+                                       labels=["connection", "direction", "protocol", "spi"])
+        for sa in snap["sas"]:
+            labels = [sa["name"], sa["direction"], sa["protocol"], sa["spi"]]
+            packets.add_metric(labels, sa["packets"])
+            octets.add_metric(labels, sa["bytes"])
+            sa_drops.add_metric(labels, sa["drops"])
+        drops = CounterMetricFamily("gateway_dataplane_drops", "Packets dropped by the dataplane",
+                                    labels=["reason"])
+        for reason, count in sorted(snap["drops"].items()):
+            drops.add_metric([reason], count)
+        edge = CounterMetricFamily("gateway_edge_drops", "Packets dropped by the nftables edge filter",
+                                   labels=["counter"])
+        for name, value in sorted(snap.get("edge_counters", {}).items()):
+            edge.add_metric([name], value["packets"])
+        sas = GaugeMetricFamily("gateway_sas", "Installed SAs", labels=["direction"])
+        for direction in ("in", "out"):
+            sas.add_metric([direction], sum(1 for sa in snap["sas"] if sa["direction"] == direction))
+        yield from (packets, octets, sa_drops, drops, edge, sas)
+
+
+def serve(address: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(snapshot))
+    start_http_server(address[1], addr=address[0], registry=registry)
+    return registry
