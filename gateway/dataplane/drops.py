@@ -9,6 +9,7 @@ from collections import Counter
 class DropReason(enum.StrEnum):
     TOO_SHORT = "too_short"
     MALFORMED = "malformed"
+    NOT_IPV4 = "not_ipv4"  # the dataplane carries IPv4 (IPv6 is future work)
     UNKNOWN_SPI = "unknown_spi"
     REPLAY = "replay"
     BAD_ICV = "bad_icv"

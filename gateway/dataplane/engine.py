@@ -12,9 +12,9 @@ ICV covers the header) and ``SEND_UDP`` (a UDP payload for the NAT-T socket).
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from dataclasses import dataclass
+from socket import inet_aton
 from typing import Any
 
 from gateway.dataplane import ah, esp, ip
@@ -96,7 +96,7 @@ class Dataplane:
 
     def _outbound(self, packet: bytes) -> Transmit | None:
         if len(packet) < 20 or packet[0] >> 4 != 4:
-            raise Dropped(DropReason.MALFORMED)
+            raise Dropped(DropReason.NOT_IPV4 if packet and packet[0] >> 4 == 6 else DropReason.MALFORMED)
         src = int.from_bytes(packet[12:16], "big")
         dst = int.from_bytes(packet[16:20], "big")
         proto = packet[9]
@@ -159,7 +159,7 @@ class Dataplane:
                 raise Dropped(reason)
             ihl = ip.header_length(packet)
             if packet[9] == ip.PROTO_ESP:
-                return self._inbound_esp(packet[ihl:], packet[:ihl])
+                return self._inbound_esp(packet[ihl:], packet[:ihl], None)
             return self._inbound_ah(packet, ihl)
         except Dropped as exc:
             self.drops.count(exc.reason)
@@ -175,14 +175,10 @@ class Dataplane:
         if payload[:4] == _NON_ESP_MARKER:
             return IkeDatagram(payload[4:], address)
         try:
-            if len(payload) < 8:
-                raise Dropped(DropReason.TOO_SHORT)
-            header = ip.build_header(ipaddress.IPv4Address(address[0]).packed, self._public,
-                                     ip.PROTO_ESP, len(payload))
-            return self._inbound_esp(payload, header)
+            return self._inbound_esp(payload, None, address[0])
         except Dropped as exc:
             self.drops.count(exc.reason)
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OSError):
             self.drops.count(DropReason.MALFORMED)
         return None
 
@@ -192,12 +188,17 @@ class Dataplane:
             raise Dropped(DropReason.UNKNOWN_SPI)
         return sa
 
-    def _inbound_esp(self, data: bytes, outer: bytes) -> bytes:
+    def _inbound_esp(self, data: bytes, outer: bytes | None, source: str | None) -> bytes:
+        """``outer`` is the IPv4 header for raw ESP; for UDP-encapsulated ESP it is None
+        and ``source`` is the sender's address (a header is made only if transport mode
+        needs one)."""
         if len(data) < 8:
             raise Dropped(DropReason.TOO_SHORT)
         sa = self._lookup(ip.PROTO_ESP, data[:4])
         try:
             next_header, payload = esp.decapsulate(sa, data)
+            if outer is None and sa.mode is Mode.TRANSPORT:
+                outer = ip.build_header(inet_aton(source or ""), self._public, ip.PROTO_ESP, 0)
             return self._deliver(sa, outer, next_header, payload)
         except Dropped:
             sa.counters.drops += 1
@@ -214,32 +215,49 @@ class Dataplane:
             sa.counters.drops += 1
             raise
 
-    def _deliver(self, sa: SecurityAssociation, outer: bytes, next_header: int,
+    def _deliver(self, sa: SecurityAssociation, outer: bytes | None, next_header: int,
                  payload: bytes) -> bytes:
         """The packet to write to the TUN, after the inbound policy check (RFC 4301 5.2)."""
         if sa.mode is Mode.TUNNEL:
             if next_header != ip.PROTO_IPIP:
                 raise Dropped(DropReason.BAD_NEXT_HEADER)
             if len(payload) < 20 or payload[0] >> 4 != 4 or (
-                    int.from_bytes(payload[2:4], "big") != len(payload)):
+                    (payload[2] << 8 | payload[3]) != len(payload)):
                 raise Dropped(DropReason.MALFORMED)
             inner = payload
         else:
+            assert outer is not None
             inner = ip.rewrite_header(outer, proto=next_header,
                                       total_length=len(outer) + len(payload)) + payload
-        if sa.selectors:
-            src = int.from_bytes(inner[12:16], "big")
-            dst = int.from_bytes(inner[16:20], "big")
-            proto = inner[9]
-            sport, dport = ip.ports(inner, ip.header_length(inner))
-            for pair in sa.selectors:
-                if pair.matches_inbound(src, dst, proto, sport, dport):
-                    break
-            else:
-                raise Dropped(DropReason.POLICY_MISMATCH)
+        if sa.selectors and not self._selectors_allow(sa, inner):
+            raise Dropped(DropReason.POLICY_MISMATCH)
         sa.counters.packets += 1
         sa.counters.bytes += len(inner)
         return inner
+
+    @staticmethod
+    def _selectors_allow(sa: SecurityAssociation, inner: bytes) -> bool:
+        """Does the decapsulated packet fall inside the SA's selectors?
+
+        Address-only selectors (the common case) are decided once per address pair and
+        remembered in a small per-SA cache.
+        """
+        cache = sa.selector_cache
+        if cache is not None:
+            key = inner[12:20]
+            verdict = cache.get(key)
+            if verdict is not None:
+                return verdict
+        src = int.from_bytes(inner[12:16], "big")
+        dst = int.from_bytes(inner[16:20], "big")
+        proto = inner[9]
+        sport, dport = ip.ports(inner, ip.header_length(inner))
+        verdict = any(p.matches_inbound(src, dst, proto, sport, dport) for p in sa.selectors)
+        if cache is not None:
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = verdict
+        return verdict
 
     # -- reporting -----------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

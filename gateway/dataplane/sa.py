@@ -78,6 +78,9 @@ class SecurityAssociation:
         self.remote_str = str(self.remote)
         self.spi_bytes = self.spi.to_bytes(4, "big")
         self.seq_max = SEQ_MAX_64 if self.esn else SEQ_MAX_32
+        # Inbound check cache, usable when no selector names a protocol or ports.
+        self.selector_cache: dict[bytes, bool] | None = (
+            {} if all(p.protocol == 0 and not p.uses_ports for p in self.selectors) else None)
 
     @property
     def algorithm(self) -> str:

@@ -61,8 +61,8 @@ class UserspaceBackend:
         assert self.links is not None
         self.tun = TunDevice(self.tun_name)
         self.tun_name = self.tun.name
+        changed = prepare_tun_sysctls(self.tun_name)  # before "up": no IPv6 chatter
         self.tun_index = await self._nl(self.links.bring_up, self.tun_name, self.tun_mtu)  # type: ignore[assignment]
-        changed = prepare_tun_sysctls(self.tun_name)
         if changed:
             log.info("sysctl.changed %s", " ".join(changed))
         self.sockets = WireSockets.open(self.public_address, self.mark)
