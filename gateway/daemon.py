@@ -76,6 +76,7 @@ class Gateway:
         from gateway.net.userspace import UserspaceBackend
 
         return UserspaceBackend(self.engine, tun_name=dp.tun_name, tun_mtu=dp.tun_mtu,
+                                public_interface=self.config.gateway.public_interface,
                                 public_address=str(self.config.gateway.public_address),
                                 mark=dp.socket_mark, table=dp.routing_table)
 
@@ -83,14 +84,14 @@ class Gateway:
         cfg = self.config
         for warning in self.loaded.warnings:
             event(log, "config.warning", logging.WARNING, detail=str(warning))
-        if cfg.edge.nftables:
-            self._apply_edge()
         self.backend = self._make_backend()
         loop = asyncio.get_running_loop()
         try:
             await self.backend.start(loop)
-        except OSError as exc:
+        except (OSError, LookupError) as exc:
             raise StartupError(f"cannot start the {self.backend.name} dataplane: {exc}") from exc
+        if cfg.edge.nftables:
+            self._apply_edge()
         self.backend.ike_handler = self._ike_datagram
         event(log, "dataplane.started", backend=self.backend.name, tun=self.backend.tun_name,
               mtu=cfg.dataplane.tun_mtu, public=str(cfg.gateway.public_address))

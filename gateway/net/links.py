@@ -40,6 +40,14 @@ class Links:
             raise LookupError(f"no interface named {ifname}")
         return int(found[0])
 
+    def check_address(self, ifname: str, address: str) -> None:
+        """Raise LookupError unless ``address`` is configured on ``ifname``."""
+        idx = self.index(ifname)
+        for addr in self.ipr.get_addr(family=2, index=idx):
+            if addr.get_attr("IFA_ADDRESS") == address:
+                return
+        raise LookupError(f"{address} is not an address of {ifname}")
+
     def mtu(self, ifname: str) -> int:
         link = self.ipr.get_links(self.index(ifname))[0]
         return int(link.get_attr("IFLA_MTU"))

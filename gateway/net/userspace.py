@@ -32,8 +32,9 @@ class UserspaceBackend:
 
     name = "userspace"
 
-    def __init__(self, engine: Dataplane, *, tun_name: str, tun_mtu: int, public_address: str,
-                 mark: int, table: int) -> None:
+    def __init__(self, engine: Dataplane, *, tun_name: str, tun_mtu: int, public_interface: str,
+                 public_address: str, mark: int, table: int) -> None:
+        self.public_interface = public_interface
         self.engine = engine
         self.tun_name = tun_name
         self.tun_mtu = tun_mtu
@@ -59,6 +60,7 @@ class UserspaceBackend:
         self._loop = loop
         self.links = await self._nl(Links)  # type: ignore[assignment]
         assert self.links is not None
+        await self._nl(self.links.check_address, self.public_interface, self.public_address)
         self.tun = TunDevice(self.tun_name)
         self.tun_name = self.tun.name
         changed = prepare_tun_sysctls(self.tun_name)  # before "up": no IPv6 chatter
