@@ -16,7 +16,7 @@ from gateway.dataplane.sa import SecurityAssociation
 
 _AH = struct.Struct("!BBHII")
 #: IPv4 options whose content does not change in transit (RFC 4302 A.1).
-_IMMUTABLE_OPTIONS = {0, 1, 130, 133, 134, 149}
+_IMMUTABLE_OPTIONS = {0, 1, 130, 133, 134, 148, 149}
 
 
 def ah_length(sa: SecurityAssociation) -> int:

@@ -12,6 +12,7 @@ ICV covers the header) and ``SEND_UDP`` (a UDP payload for the NAT-T socket).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass
 from socket import inet_aton
@@ -30,6 +31,9 @@ SEND_UDP = 2
 Transmit = tuple[int, bytes, tuple[str, int]]
 
 _NON_ESP_MARKER = b"\0\0\0\0"  # RFC 3948 2.2: IKE on port 4500
+#: The largest inner packet that still fits one IPv4 packet after ESP/AH and an outer
+#: header (65535 minus the worst-case overhead of the transforms here).
+_MAX_INNER = 65535 - 128
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class Dataplane:
             self.drops.count(exc.reason)
             if exc.reason is DropReason.SEQ_EXHAUSTED:
                 self._report_exhausted()
+        except OverflowError:
+            self.drops.count(DropReason.TOO_BIG)
         except (IndexError, ValueError):
             self.drops.count(DropReason.MALFORMED)
         return None
@@ -108,8 +114,14 @@ class Dataplane:
             policy = spd.lookup(src, dst, proto)
         if policy is None:
             raise Dropped(DropReason.NO_POLICY)
+        if policy.action is Action.BYPASS:
+            # Routed into the TUN but exempt from IPsec: send it on in clear, via the
+            # marked raw socket that the TUN routes do not catch.
+            return SEND_IP, packet, (str(ipaddress.IPv4Address(dst)), 0)
         if policy.action is not Action.PROTECT:
             raise Dropped(DropReason.POLICY_DISCARD)
+        if len(packet) > _MAX_INNER:
+            raise Dropped(DropReason.TOO_BIG)
         policy.hits += 1
         sa = policy.esp_out
         if sa is not None:
@@ -160,7 +172,9 @@ class Dataplane:
             ihl = ip.header_length(packet)
             if packet[9] == ip.PROTO_ESP:
                 return self._inbound_esp(packet[ihl:], packet[:ihl], None)
-            return self._inbound_ah(packet, ihl)
+            if packet[9] == ip.PROTO_AH:
+                return self._inbound_ah(packet, ihl)
+            return None  # allowed (management), but not the dataplane's to handle
         except Dropped as exc:
             self.drops.count(exc.reason)
         except (IndexError, ValueError):
