@@ -104,8 +104,10 @@ class UserspaceBackend:
                 await self._nl(links.route_into, self.tun_index, net, source=source)
         else:
             await self._nl(links.rule_unmarked_to_table, self.mark, self.table)
+            # The TUN has no address: name the source, or the kernel would pick a LAN one.
             for net in remote:
-                await self._nl(links.route_into, self.tun_index, net, table=self.table)
+                await self._nl(links.route_into, self.tun_index, net, table=self.table,
+                               source=self.public_address)
 
     # -- hot path ------------------------------------------------------------------------
     def _on_tun(self) -> None:
