@@ -51,10 +51,9 @@ def build_manual(name: str, conn: Connection, public_address: ipaddress.IPv4Addr
         window = default_replay_window
 
     def make(spec: ManualSa, direction: Direction) -> SecurityAssociation:
-        local, peer = public_address, remote
         common = {
             "name": name, "spi": spec.spi, "direction": direction, "mode": mode,
-            "local": local, "remote": peer, "encap": encap, "esn": conn.manual.esn,
+            "local": public_address, "remote": remote, "encap": encap, "esn": conn.manual.esn,
             "selectors": selectors,
             "replay": ReplayWindow(window, conn.manual.esn) if direction is Direction.IN else None,
         }

@@ -21,18 +21,17 @@ class Problem:
 
 def cross_checks(config: Config) -> list[Problem]:
     problems: list[Problem] = []
-    seen_remote: dict[str, str] = {}
-    for name, conn in config.connections.items():
+    names = list(config.connections)
+    for i, name in enumerate(names):
+        conn = config.connections[name]
         base = ("connections", name)
         problems += _connection(base, conn, config)
-        for subnet in conn.remote_subnets:
-            for other_name, other in config.connections.items():
-                if other_name == name or other_name in seen_remote:
-                    continue
+        for other_name in names[:i]:
+            other = config.connections[other_name]
+            for subnet in conn.remote_subnets:
                 if any(subnet.overlaps(o) for o in other.remote_subnets):
                     problems.append(Problem((*base, "remote_subnets"),
                                             f"{subnet} overlaps remote_subnets of {other_name}"))
-        seen_remote[name] = name
     return problems
 
 
@@ -77,8 +76,6 @@ def _manual(base: tuple[str, ...], conn: Connection) -> list[Problem]:
         return [Problem((*base, "manual"), "keying: manual needs a manual section")]
     if not conn.remote[0].isdigit():
         out.append(Problem((*base, "remote"), "manually keyed SAs need an IP address, not a name"))
-    if conn.encapsulation == "auto":
-        pass  # without IKE there is no NAT detection: "auto" means plain ESP
     for direction in ("outbound", "inbound"):
         sa: ManualSa = getattr(conn.manual, direction)
         path = (*base, "manual", direction)
