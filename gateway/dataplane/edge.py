@@ -50,11 +50,10 @@ class EdgePolicy:
         """
         if len(packet) < 20 or packet[0] >> 4 != 4:
             return DropReason.MALFORMED
-        proto = packet[9]
-        ihl = ip.header_length(packet)
-        _sport, dport = ip.ports(packet, ihl)
         if inside_ipsec:
             return None
+        proto = packet[9]
+        _sport, dport = ip.ports(packet, ip.header_length(packet))
         if proto == ip.PROTO_UDP and dport == L2TP_PORT:
             return DropReason.CLEAR_L2TP
         if packet[16:20] != self._public_packed:

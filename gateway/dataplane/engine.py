@@ -12,10 +12,9 @@ ICV covers the header) and ``SEND_UDP`` (a UDP payload for the NAT-T socket).
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from dataclasses import dataclass
-from socket import inet_aton
+from socket import inet_aton, inet_ntoa
 from typing import Any
 
 from gateway.dataplane import ah, esp, ip
@@ -117,7 +116,7 @@ class Dataplane:
         if policy.action is Action.BYPASS:
             # Routed into the TUN but exempt from IPsec: send it on in clear, via the
             # marked raw socket that the TUN routes do not catch.
-            return SEND_IP, packet, (str(ipaddress.IPv4Address(dst)), 0)
+            return SEND_IP, packet, (inet_ntoa(packet[16:20]), 0)
         if policy.action is not Action.PROTECT:
             raise Dropped(DropReason.POLICY_DISCARD)
         if len(packet) > _MAX_INNER:

@@ -48,10 +48,6 @@ class Links:
                 return
         raise LookupError(f"{address} is not an address of {ifname}")
 
-    def mtu(self, ifname: str) -> int:
-        link = self.ipr.get_links(self.index(ifname))[0]
-        return int(link.get_attr("IFLA_MTU"))
-
     def bring_up(self, ifname: str, mtu: int) -> int:
         idx = self.index(ifname)
         self.ipr.link("set", index=idx, mtu=mtu, state="up")
