@@ -19,8 +19,22 @@ from gateway.config import LoadedConfig
 from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Dataplane, IkeDatagram, SaExhausted
+from gateway.dataplane.sa import Mode
+from gateway.ike.v2 import fromconfig
+from gateway.ike.v2.endpoint import IkeV2Endpoint
+from gateway.ike.v2.events import (
+    AuthFailed,
+    ChildSaDown,
+    ChildSaUp,
+    IkeSaDown,
+    IkeSaUp,
+    NegotiationFailed,
+    Note,
+    PeerDead,
+)
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
+from gateway.tunnels import TunnelTable
 
 log = logging.getLogger("gateway")
 
@@ -58,9 +72,19 @@ class Gateway:
         self.engine = Dataplane(self.edge)
         self.tunnels: dict[str, ManualTunnel] = {}
         self.backend: Any = None
+        self.ike: IkeV2Endpoint | None = None
+        self.ike_tunnels = TunnelTable(self.engine, cfg.dataplane.replay_window)
+        self.ike_stats: dict[str, int] = {}
+        self._ike_wake = asyncio.Event()
+        self._ike_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._child_seen: dict[int, int] = {}
         self.control = ControlServer(cfg.control.socket, {
             "status": lambda req: self.status(),
             "sas": lambda req: self.sas(),
+            "up": self._control_up,
+            "down": self._control_down,
+            "rekey": self._control_rekey,
         })
         self._stop = asyncio.Event()
         self._last_drops: dict[str, int] = {}
@@ -95,14 +119,18 @@ class Gateway:
         self.backend.ike_handler = self._ike_datagram
         event(log, "dataplane.started", backend=self.backend.name, tun=self.backend.tun_name,
               mtu=cfg.dataplane.tun_mtu, public=str(cfg.gateway.public_address))
+        peers = []
         for name, conn in cfg.connections.items():
-            if conn.keying != "manual":
-                event(log, "connection.skipped", logging.WARNING, connection=name,
-                       reason="IKE keying is not available in this build")
+            if conn.keying == "ike":
+                try:
+                    peers.append(fromconfig.peer_config(name, conn, cfg, self._config_dir()))
+                except (fromconfig.AuthConfigError, OSError, ValueError) as exc:
+                    raise StartupError(f"connection {name}: {exc}") from exc
                 continue
             tunnel = build_manual(name, conn, cfg.gateway.public_address,
                                   cfg.dataplane.replay_window)
             await self._install(tunnel)
+        self._start_ike(peers)
         await self.control.start()
         if cfg.metrics.listen is not None:
             from gateway.metrics import serve
@@ -116,6 +144,153 @@ class Gateway:
         event(log, "gateway.ready", name=cfg.gateway.name, version=__version__,
               control=cfg.control.socket, connections=len(self.tunnels))
         sd_notify("READY=1\nSTATUS=running")
+
+    def _config_dir(self) -> Any:
+        from pathlib import Path
+
+        return Path(self.loaded.path).resolve().parent if self.loaded.path else None
+
+    # -- IKE -------------------------------------------------------------------------------
+    def _start_ike(self, peers: list[Any]) -> None:
+        cfg = self.config
+        self.ike = IkeV2Endpoint(str(cfg.gateway.public_address), peers, timing=fromconfig.timing(cfg),
+                                 cookie_threshold=cfg.ike.cookie_threshold)
+        now = time.monotonic()
+        for peer in peers:
+            event(log, "connection.loaded", connection=peer.name, remote=peer.remote_address,
+                  auth=peer.auth_method, local_id=str(peer.local_id), remote_id=str(peer.remote_id),
+                  ike=",".join(map(str, peer.ike_proposals)), esp=",".join(map(str, peer.child.proposals)))
+            if cfg.connections[peer.name].ike.start == "start":
+                self.ike.initiate(peer.name, now)
+        self._ike_task = asyncio.get_running_loop().create_task(self._ike_timers())
+        self._ike_flush()
+
+    async def _ike_timers(self) -> None:
+        while True:
+            assert self.ike is not None
+            deadline = self.ike.get_timer()
+            now = time.monotonic()
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
+            self._ike_wake.clear()
+            try:
+                await asyncio.wait_for(self._ike_wake.wait(), wait)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            deadline = self.ike.get_timer()
+            if deadline is not None and now >= deadline:
+                self.ike.handle_timer(now)
+                self._ike_flush()
+
+    def _ike_datagram(self, datagram: IkeDatagram) -> None:
+        if self.ike is None:
+            return
+        self.ike.receive(datagram.data, datagram.local_port, datagram.address, time.monotonic())
+        self._ike_flush()
+
+    def _ike_flush(self) -> None:
+        """Send what the IKE core wants sent; act on and log what it reports."""
+        ike = self.ike
+        assert ike is not None
+        for d in ike.datagrams_to_send():
+            self.backend.send_ike(d.data, d.local_port, d.remote)
+        while (ev := ike.next_event()) is not None:
+            self._ike_event(ev)
+        self._ike_wake.set()
+
+    def _count_ike(self, key: str) -> None:
+        self.ike_stats[key] = self.ike_stats.get(key, 0) + 1
+
+    def _ike_event(self, ev: object) -> None:
+        if isinstance(ev, ChildSaUp):
+            tunnel, new_routes = self.ike_tunnels.up(ev, activate=ev.activate)
+            self._count_ike("child_up")
+            event(log, "child.up", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
+                  spi_out=f"0x{ev.spi_out:08x}", algorithm=ev.suite.name, mode=ev.mode,
+                  encap=f"udp:{ev.encap_remote_port}" if ev.encap_remote_port else "none",
+                  local_ts=",".join(map(str, ev.local_ts)), remote_ts=",".join(map(str, ev.remote_ts)),
+                  rekey_of=f"0x{ev.rekey_of:08x}" if ev.rekey_of else None)
+            if new_routes:
+                self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, tunnel.remote_nets))
+        elif isinstance(ev, ChildSaDown):
+            self.ike_tunnels.down(ev)
+            self._child_seen.pop(ev.spi_in, None)
+            event(log, "child.down", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
+                  spi_out=f"0x{ev.spi_out:08x}", reason=ev.reason)
+        elif isinstance(ev, IkeSaUp):
+            self._count_ike("ike_up")
+            assert self.ike is not None
+            self.ike.note_established(ev.connection)
+            event(log, "ike.up", connection=ev.connection, ike_sa=ev.ike_sa, peer=ev.remote,
+                  role="initiator" if ev.initiator else "responder", suite=ev.suite, local_id=ev.local_id,
+                  remote_id=ev.remote_id, auth=ev.auth, nat_local=ev.nat_local, nat_remote=ev.nat_remote,
+                  seconds=ev.seconds)
+        elif isinstance(ev, IkeSaDown):
+            event(log, "ike.down", connection=ev.connection, ike_sa=ev.ike_sa, peer=ev.remote,
+                  reason=ev.reason)
+        elif isinstance(ev, AuthFailed):
+            self._count_ike(f"auth_failed:{ev.reason}")
+            event(log, "ike.auth_failed", logging.WARNING, connection=ev.connection, peer=ev.remote,
+                  reason=ev.reason, detail=ev.detail)
+        elif isinstance(ev, NegotiationFailed):
+            self._count_ike(f"negotiation_failed:{ev.reason}")
+            event(log, "ike.negotiation_failed", logging.WARNING, connection=ev.connection, peer=ev.remote,
+                  stage=ev.stage, reason=ev.reason, detail=ev.detail)
+        elif isinstance(ev, PeerDead):
+            self._count_ike("peer_dead")
+            event(log, "ike.peer_dead", logging.WARNING, connection=ev.connection, ike_sa=ev.ike_sa,
+                  peer=ev.remote, action=ev.action)
+        elif isinstance(ev, Note):
+            level = getattr(logging, ev.level.upper(), logging.INFO)
+            event(log, ev.what, level, **dict(ev.fields))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _ike_liveness(self) -> None:
+        """Traffic on a CHILD_SA proves the peer alive: no DPD needed (RFC 7296 2.4)."""
+        ike = self.ike
+        if ike is None:
+            return
+        now = time.monotonic()
+        for tunnel in self.ike_tunnels.tunnels.values():
+            for spi, pair in tunnel.pairs.items():
+                packets = pair.inbound.counters.packets
+                if packets != self._child_seen.get(spi):
+                    self._child_seen[spi] = packets
+                    sa = ike.ike_sa_of_child(spi)
+                    if sa is not None:
+                        sa.child_used(spi, now)
+
+    def _control_up(self, req: dict[str, Any]) -> Any:
+        name = self._ike_connection(req)
+        assert self.ike is not None
+        self.ike.initiate(name, time.monotonic())
+        self._ike_flush()
+        return {"initiated": name}
+
+    def _control_down(self, req: dict[str, Any]) -> Any:
+        name = self._ike_connection(req)
+        assert self.ike is not None
+        count = self.ike.terminate(name, time.monotonic())
+        self._ike_flush()
+        return {"terminated": name, "ike_sas": count}
+
+    def _control_rekey(self, req: dict[str, Any]) -> Any:
+        name = self._ike_connection(req)
+        assert self.ike is not None
+        count = self.ike.rekey(name, time.monotonic(), ike=bool(req.get("ike")))
+        self._ike_flush()
+        return {"rekeyed": name, "ike_sas": count}
+
+    def _ike_connection(self, req: dict[str, Any]) -> str:
+        name = req.get("name")
+        if self.ike is None or name not in self.ike.configs:
+            known = ", ".join(sorted(self.ike.configs)) if self.ike else ""
+            raise ValueError(f"no IKE connection named {name!r} (known: {known or 'none'})")
+        return str(name)
 
     def _apply_edge(self) -> None:
         from appliance import edge as nft
@@ -167,6 +342,14 @@ class Gateway:
 
     async def shutdown(self) -> None:
         sd_notify("STOPPING=1")
+        if self.ike is not None and self.backend is not None and self.backend.sockets is not None:
+            now = time.monotonic()
+            for name in list(self.ike.configs):
+                self.ike.terminate(name, now)
+            for d in self.ike.datagrams_to_send():  # best-effort DELETEs to the peers
+                self.backend.send_ike(d.data, d.local_port, d.remote)
+        if self._ike_task is not None:
+            self._ike_task.cancel()
         await self.control.stop()
         if self.backend is not None:
             self.backend.stop()
@@ -174,6 +357,7 @@ class Gateway:
 
     # -- periodic ------------------------------------------------------------------------
     def _housekeeping(self) -> None:
+        self._ike_liveness()
         while self.engine.events:
             ev = self.engine.events.popleft()
             if isinstance(ev, SaExhausted):
@@ -189,10 +373,6 @@ class Gateway:
                 event(log, "dataplane.drops", logging.WARNING,
                       **{k: delta[k] for k in sorted(delta)})
             self._last_drops = drops
-
-    def _ike_datagram(self, datagram: IkeDatagram) -> None:
-        event(log, "ike.ignored", logging.DEBUG, peer=f"{datagram.address[0]}:{datagram.address[1]}",
-              reason="no IKE responder in this build")
 
     # -- control ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -229,7 +409,8 @@ class Gateway:
         }
 
     def sas(self) -> dict[str, Any]:
-        return {"sas": self.engine.snapshot()["sas"]}
+        ike = self.ike.sas(time.monotonic()) if self.ike is not None else []
+        return {"sas": self.engine.snapshot()["sas"], "ike_sas": ike}
 
 
 def run(loaded: LoadedConfig) -> None:

@@ -57,6 +57,9 @@ class JsonFormatter(logging.Formatter):
 def setup(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # Libraries (pyroute2 logs every netlink message at DEBUG, some through the root
+    # logger) speak only when something is wrong.
+    handler.addFilter(lambda r: r.name.startswith("gateway") or r.levelno >= logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

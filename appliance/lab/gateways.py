@@ -48,6 +48,109 @@ def _random_sa(spi: int, src: str, dst: str, algorithm: str, protocol: str) -> S
                   os.urandom(suite.integrity.key_size) if suite.integrity else b"")
 
 
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def write_config(path: Path, config: dict[str, Any], what: str) -> None:
+    """Write a gateway config (mode 0600: it may hold keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"# {what}: written by appliance/lab/gateways.py\n")
+        yaml.safe_dump(config, fh, sort_keys=False)
+
+
+class LabGateway:
+    """One `gateway run` process in a gateway namespace of the lab."""
+
+    def __init__(self, site: Site, config_path: Path, socket: Path, log_path: Path,
+                 proc: subprocess.Popen[bytes]) -> None:
+        self.site = site
+        self.config_path = config_path
+        self.socket = socket
+        self.log_path = log_path
+        self.proc = proc
+
+    @classmethod
+    def launch(cls, site: Site, config_path: Path, socket: Path, log_path: Path) -> LabGateway:
+        log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", site.gw_ns, sys.executable, "-m", "gateway", "run",
+             "-c", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        log.close()
+        return cls(site, config_path, socket, log_path, proc)
+
+    @classmethod
+    def start(cls, site: Site, workdir: Path, name: str, config: dict[str, Any],
+              timeout: float = 15.0) -> LabGateway:
+        """Write ``config`` (its control socket is set here) and start the gateway."""
+        workdir = Path(workdir)
+        socket = workdir / f"{name}.sock"
+        config = {**config, "control": {"socket": str(socket)}}
+        path = workdir / f"{name}.yaml"
+        write_config(path, config, f"lab gateway {name}")
+        gw = cls.launch(site, path, socket, workdir / f"{name}.log")
+        try:
+            gw.wait_ready(time.monotonic() + timeout)
+        except BaseException:
+            gw.stop()
+            raise
+        return gw
+
+    def wait_ready(self, deadline: float) -> None:
+        from gateway.control.protocol import ControlError, request
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LabError(f"gateway in {self.site.gw_ns} exited with {self.proc.returncode}:\n"
+                               f"{self.log_tail()}")
+            try:
+                request(str(self.socket), "status", timeout=1.0)
+                return
+            except ControlError:
+                time.sleep(0.1)
+        raise LabError(f"gateway in {self.site.gw_ns} did not become ready:\n{self.log_tail()}")
+
+    def request(self, command: str, **args: Any) -> Any:
+        from gateway.control.protocol import request
+
+        return request(str(self.socket), command, **args)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return _tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class GatewayPair:
     """Runs `gateway run` in the HQ and branch gateway namespaces."""
 
@@ -70,7 +173,7 @@ class GatewayPair:
             "hq->branch": _random_sa(0x1000 + 1, hq.gw_public, br.gw_public, algorithm, protocol),
             "branch->hq": _random_sa(0x2000 + 1, br.gw_public, hq.gw_public, algorithm, protocol),
         }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.gateways: dict[str, LabGateway] = {}
 
     # -- files ---------------------------------------------------------------------------
     def socket(self, site: str) -> Path:
@@ -112,7 +215,6 @@ class GatewayPair:
         }
 
     def write_configs(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         t = self.topology
         configs = {
             "hq": self._config("hq", t.hq, t.branch, self.keys["hq->branch"], self.keys["branch->hq"]),
@@ -120,11 +222,7 @@ class GatewayPair:
                                    self.keys["hq->branch"]),
         }
         for name, cfg in configs.items():
-            path = self.config_path(name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"# lab gateway {name}: written by appliance/lab/gateways.py\n")
-                yaml.safe_dump(cfg, fh, sort_keys=False)
+            write_config(self.config_path(name), cfg, f"lab gateway {name}")
 
     # -- processes -------------------------------------------------------------------------
     def start(self, timeout: float = 15.0) -> None:
@@ -132,54 +230,22 @@ class GatewayPair:
         t = self.topology
         try:
             for name, site in (("hq", t.hq), ("branch", t.branch)):
-                log = open(self.log_path(name), "wb")  # noqa: SIM115 - handed to the child
-                self.procs[name] = subprocess.Popen(
-                    ["ip", "netns", "exec", site.gw_ns, sys.executable, "-m", "gateway", "run",
-                     "-c", str(self.config_path(name))],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-                    env={**os.environ, "PYTHONPATH": str(REPO)})
-                log.close()
+                self.gateways[name] = LabGateway.launch(site, self.config_path(name), self.socket(name),
+                                                        self.log_path(name))
             deadline = time.monotonic() + timeout
-            for name in self.procs:
-                self._wait_ready(name, deadline)
+            for gw in self.gateways.values():
+                gw.wait_ready(deadline)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_ready(self, name: str, deadline: float) -> None:
-        from gateway.control.protocol import ControlError, request
-
-        while time.monotonic() < deadline:
-            proc = self.procs[name]
-            if proc.poll() is not None:
-                raise LabError(f"gateway {name} exited with {proc.returncode}:\n{self.log_tail(name)}")
-            try:
-                request(str(self.socket(name)), "status", timeout=1.0)
-                return
-            except ControlError:
-                time.sleep(0.1)
-        raise LabError(f"gateway {name} did not become ready:\n{self.log_tail(name)}")
-
     def log_tail(self, name: str, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _tail(self.log_path(name), lines)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        self.procs.clear()
+        for gw in self.gateways.values():
+            gw.stop()
+        self.gateways.clear()
 
     def status(self, name: str, command: str = "status") -> Any:
         from gateway.control.protocol import request

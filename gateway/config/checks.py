@@ -6,10 +6,7 @@ from dataclasses import dataclass
 
 from gateway.config.model import Config, Connection, ManualSa
 from gateway.crypto.algorithms import INTEGRITY, UnknownAlgorithm, parse_esp_suite, parse_integrity
-
-#: DH groups an ESP proposal may name for PFS (RFC 7296 3.3.2, strongSwan names).
-DH_GROUP_NAMES = {"modp1024", "modp1536", "modp2048", "modp3072", "modp4096", "ecp256",
-                  "ecp384", "ecp521", "curve25519", "x25519"}
+from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
 
 
 @dataclass(frozen=True)
@@ -47,9 +44,23 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
             out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
     for i, proposal in enumerate(conn.proposals.esp):
         try:
-            parse_esp_proposal(proposal)
+            parse_child_proposal(proposal)
         except UnknownAlgorithm as exc:
             out.append(Problem((*base, "proposals", "esp", i), str(exc)))
+    if conn.keying == "ike":
+        for i, proposal in enumerate(conn.proposals.ike):
+            try:
+                if parse_ike_proposal(proposal).weak:
+                    out.append(Problem((*base, "proposals", "ike", i),
+                                       f"{proposal} is weak: only for legacy peers", warning=True))
+            except UnknownAlgorithm as exc:
+                out.append(Problem((*base, "proposals", "ike", i), str(exc)))
+        if conn.mode == "tunnel":
+            if not conn.local_subnets:
+                out.append(Problem((*base, "local_subnets"), "a tunnel needs at least one local subnet"))
+            if not conn.remote_subnets:
+                out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
+        out += _auth_files(base, conn)
     if conn.keying == "manual":
         out += _manual(base, conn)
     else:
@@ -62,12 +73,25 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
     return out
 
 
-def parse_esp_proposal(text: str) -> None:
-    """Validate ``aes128gcm16`` / ``aes256-sha256-modp2048`` (a trailing DH group is PFS)."""
-    parts = text.lower().split("-")
-    while len(parts) > 1 and parts[-1] in DH_GROUP_NAMES:
-        parts.pop()
-    parse_esp_suite("-".join(parts))
+def _auth_files(base: tuple[str, ...], conn: Connection) -> list[Problem]:
+    """Files named by the auth section must exist and load (keys never reach a message)."""
+    from gateway.ike.v2 import fromconfig
+
+    auth = conn.auth
+    if auth is None:
+        return []
+    problems = []
+    try:
+        fromconfig.load_auth(auth)
+    except fromconfig.AuthConfigError as exc:
+        problems.append(Problem((*base, "auth", exc.key), str(exc)))
+    for key, text in (("id", auth.id), ("remote_id", auth.remote_id)):
+        if text is not None:
+            try:
+                fromconfig.parse_identity(text)
+            except ValueError as exc:
+                problems.append(Problem((*base, "auth", key), str(exc)))
+    return problems
 
 
 def _manual(base: tuple[str, ...], conn: Connection) -> list[Problem]:

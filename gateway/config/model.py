@@ -206,6 +206,7 @@ class Proposals(Strict):
 class Lifetimes(Strict):
     ike: Duration = 14400
     child: Duration = 3600
+    jitter: float = Field(0.1, ge=0.0, le=0.5)
     child_bytes: Size | None = None
     child_packets: int | None = Field(None, ge=1)
 
@@ -243,6 +244,24 @@ class ManualKeying(Strict):
     inbound: ManualSa
 
 
+class Dpd(Strict):
+    """Liveness checks (RFC 7296 2.4) and what to do when the peer is gone."""
+
+    interval: Duration | None = 30
+    timeout: Duration = 30
+    action: Literal["clear", "restart", "hold"] = "restart"
+
+
+class IkeOptions(Strict):
+    version: Literal[2] = 2
+    start: Literal["none", "start"] = "none"
+    fragmentation: bool = True
+    fragment_size: int = Field(1280, ge=576, le=9000)
+    remote_port: int = Field(500, ge=1, le=65535)
+    rsa_pss: bool = False
+    initial_contact: bool = True
+
+
 class Connection(Strict):
     remote: Host
     local_subnets: list[Subnet] = []
@@ -256,6 +275,14 @@ class Connection(Strict):
     lifetimes: Lifetimes = Lifetimes()
     auth: Annotated[PskAuth | CertAuth, Field(discriminator="method")] | None = None
     manual: ManualKeying | None = None
+    ike: IkeOptions = IkeOptions()
+    dpd: Dpd = Dpd()
+
+
+class IkeSection(Strict):
+    cookie_threshold: int = Field(10, ge=0, le=100000)
+    retransmit_timeout: float = Field(4.0, gt=0, le=60)
+    retransmit_tries: int = Field(5, ge=0, le=20)
 
 
 class Config(Strict):
@@ -265,4 +292,5 @@ class Config(Strict):
     control: ControlSection = ControlSection()
     metrics: MetricsSection = MetricsSection()
     logging: LoggingSection = LoggingSection()
+    ike: IkeSection = IkeSection()
     connections: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Connection] = {}

@@ -45,10 +45,11 @@ class SaExhausted:
 
 @dataclass(frozen=True)
 class IkeDatagram:
-    """A UDP-4500 datagram that carried the non-ESP marker: it belongs to IKE."""
+    """An IKE message: from UDP 500, or from UDP 4500 after the non-ESP marker."""
 
     data: bytes
     address: tuple[str, int]
+    local_port: int = 4500
 
 
 class Dataplane:

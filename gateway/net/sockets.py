@@ -4,7 +4,8 @@
   kernel adds the IPv4 header).
 * ``ah``: raw IP protocol 51, receive only.
 * ``hdrincl``: IPPROTO_RAW, sends complete IPv4 packets we built (AH covers the header).
-* ``natt``: UDP 4500 on the public address (RFC 3948), shared with IKE later.
+* ``natt``: UDP 4500 on the public address (RFC 3948), shared by ESP and IKE.
+* ``ike``: UDP 500 on the public address (RFC 7296 2).
 
 Every socket carries the gateway's fwmark so its packets bypass the transport-mode
 routing table (see `gateway.net.links`).
@@ -37,9 +38,10 @@ class WireSockets:
     ah: socket.socket
     hdrincl: socket.socket
     natt: socket.socket
+    ike: socket.socket
 
     @classmethod
-    def open(cls, public_address: str, mark: int, natt_port: int = 4500) -> WireSockets:
+    def open(cls, public_address: str, mark: int, natt_port: int = 4500, ike_port: int = 500) -> WireSockets:
         opened: list[socket.socket] = []
         try:
             esp = _tune(socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ESP), mark)
@@ -52,13 +54,17 @@ class WireSockets:
             opened.append(natt)
             natt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             natt.bind((public_address, natt_port))
+            ike = _tune(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), mark)
+            opened.append(ike)
+            ike.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ike.bind((public_address, ike_port))
             esp.bind((public_address, 0))
         except OSError:
             for s in opened:
                 s.close()
             raise
-        return cls(esp, ah, raw, natt)
+        return cls(esp, ah, raw, natt, ike)
 
     def close(self) -> None:
-        for s in (self.esp, self.ah, self.hdrincl, self.natt):
+        for s in (self.esp, self.ah, self.hdrincl, self.natt, self.ike):
             s.close()

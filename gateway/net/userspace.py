@@ -72,6 +72,7 @@ class UserspaceBackend:
         loop.add_reader(self.sockets.esp.fileno(), self._on_raw, self.sockets.esp)
         loop.add_reader(self.sockets.ah.fileno(), self._on_raw, self.sockets.ah)
         loop.add_reader(self.sockets.natt.fileno(), self._on_natt)
+        loop.add_reader(self.sockets.ike.fileno(), self._on_ike)
 
     def stop(self) -> None:
         loop = self._loop
@@ -79,7 +80,7 @@ class UserspaceBackend:
             if self.tun is not None:
                 loop.remove_reader(self.tun.fd)
             if self.sockets is not None:
-                for s in (self.sockets.esp, self.sockets.ah, self.sockets.natt):
+                for s in (self.sockets.esp, self.sockets.ah, self.sockets.natt, self.sockets.ike):
                     loop.remove_reader(s.fileno())
         if self.sockets is not None:
             self.sockets.close()
@@ -108,6 +109,32 @@ class UserspaceBackend:
             for net in remote:
                 await self._nl(links.route_into, self.tun_index, net, table=self.table,
                                source=self.public_address)
+
+    # -- IKE ------------------------------------------------------------------------------
+    def send_ike(self, data: bytes, local_port: int, remote: tuple[str, int]) -> None:
+        """Send an IKE message from port 500, or from 4500 behind the non-ESP marker
+        (RFC 3948 2.2); ``data`` of one 0xFF octet is a NAT-T keepalive, sent as is."""
+        assert self.sockets is not None
+        try:
+            if local_port == 4500:
+                self.sockets.natt.sendto(data if data == b"\xff" else b"\0\0\0\0" + data, remote)
+            else:
+                self.sockets.ike.sendto(data, remote)
+        except OSError as exc:
+            log.warning("ike.send_failed peer=%s:%d error=%s", remote[0], remote[1], exc)
+
+    def _on_ike(self) -> None:
+        assert self.sockets is not None
+        recvfrom = self.sockets.ike.recvfrom
+        for _ in range(BATCH):
+            try:
+                data, address = recvfrom(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            if self.ike_handler is not None:
+                self.ike_handler(IkeDatagram(data, address, 500))
 
     # -- hot path ------------------------------------------------------------------------
     def _on_tun(self) -> None:

@@ -92,9 +92,40 @@ gateway: {public_interface: wan0, public_address: 192.0.2.1}
 connections:
   vpn:
     remote: vpn.example.net
+    local_subnets: [10.1.0.0/24]
     remote_subnets: [10.9.0.0/16]
 """
     assert issues(text) == ["hq.yaml:3 connections.vpn.auth: IKE keying needs an auth section (psk or cert)"]
+
+
+def test_ike_tunnel_needs_subnets_and_known_proposals() -> None:
+    text = """\
+gateway: {public_interface: wan0, public_address: 192.0.2.1}
+connections:
+  vpn:
+    remote: 198.51.100.1
+    auth: {method: psk, psk: not-a-good-secret-but-long}
+    proposals:
+      ike: [aes256-sha256]
+"""
+    got = issues(text)
+    assert "hq.yaml:3 connections.vpn.local_subnets: a tunnel needs at least one local subnet" in got
+    assert any("connections.vpn.proposals.ike.0: 'aes256-sha256': an IKE proposal needs a DH group" in i
+               for i in got), got
+
+
+def test_cert_auth_files_must_load(tmp_path) -> None:
+    text = f"""\
+gateway: {{public_interface: wan0, public_address: 192.0.2.1}}
+connections:
+  vpn:
+    remote: 198.51.100.1
+    local_subnets: [10.1.0.0/24]
+    remote_subnets: [10.2.0.0/24]
+    auth: {{method: cert, cert: {tmp_path}/missing.crt, key: {tmp_path}/k.pem, ca: [{tmp_path}/ca.crt]}}
+"""
+    got = issues(text)
+    assert len(got) == 1 and "connections.vpn.auth.cert: cannot load certificate" in got[0], got
 
 
 def test_weak_algorithm_is_a_warning() -> None:

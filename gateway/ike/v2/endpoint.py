@@ -1,0 +1,375 @@
+"""The IKEv2 endpoint: every IKE SA of one gateway, behind a sans-IO interface.
+
+    endpoint.receive(data, local_port, remote, now)   # an IKE message (no non-ESP marker)
+    endpoint.datagrams_to_send()                      # -> [Datagram]
+    endpoint.next_event()                             # -> ChildSaUp | IkeSaDown | ... | None
+    endpoint.get_timer() / endpoint.handle_timer(now)
+    endpoint.initiate(name, now) / endpoint.terminate(name, now)
+
+It routes messages to IKE SAs by SPI, answers new IKE_SA_INIT requests (choosing the
+connection and proposal, asking for a COOKIE when too many SAs are half-open, RFC 7296
+2.6), allocates CHILD_SA SPIs, and keeps "start" connections up (re-initiating with
+backoff).  Shaped like aioquic's QuicConnection: no sockets, no clock, no threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.ike.v2.constants import (
+    IKE_PORT,
+    IKE_VERSION,
+    NATT_PORT,
+    ExchangeType,
+    NotifyType,
+    ProtocolId,
+    TransformType,
+)
+from gateway.ike.v2.events import NegotiationFailed, Note, PeerDead
+from gateway.ike.v2.ikesa import IkeSa, State
+from gateway.ike.v2.message import (
+    Header,
+    KePayload,
+    MalformedMessage,
+    Message,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    Proposal,
+    SaPayload,
+    Transform,
+    decode_payloads,
+    encode_payloads,
+)
+from gateway.ike.v2.negotiation import build_proposals, describe_proposals, select
+from gateway.ike.v2.settings import PeerConfig, Timing
+
+RETRY_MIN = 5.0
+RETRY_MAX = 120.0
+
+
+@dataclass(frozen=True)
+class Datagram:
+    """An IKE message to send from our ``local_port`` (500 or 4500) to ``remote``."""
+
+    data: bytes
+    local_port: int
+    remote: tuple[str, int]
+
+
+class IkeV2Endpoint:
+    def __init__(self, local_address: str, configs: list[PeerConfig], *,
+                 random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
+                 cookie_threshold: int = 10) -> None:
+        self.local_address = local_address
+        self.configs = {c.name: c for c in configs}
+        self._random = random
+        self.timing = timing or Timing()
+        self.cookie_threshold = cookie_threshold
+        self._cookie_secret = random(32)
+        self._sas: dict[bytes, IkeSa] = {}  # by our SPI
+        self._half_open: dict[tuple[bytes, str, int], IkeSa] = {}
+        self._spis: set[int] = set()
+        self._out: list[Datagram] = []
+        self._events: deque[object] = deque()
+        self.keep_up: dict[str, float] = {}  # connection -> earliest next attempt
+        self._backoff: dict[str, float] = {}
+        self.counters: dict[str, int] = {}
+
+    # -- the Context an IkeSa sees ------------------------------------------------------
+    def random(self, n: int) -> bytes:
+        return self._random(n)
+
+    def emit(self, event: object) -> None:
+        self._events.append(event)
+
+    def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
+        for d in datagrams:
+            self._out.append(Datagram(d, local_port, remote))
+
+    def allocate_spi(self) -> int:
+        while True:
+            spi = int.from_bytes(self._random(4), "big")
+            if spi >= 0x100 and spi not in self._spis:
+                self._spis.add(spi)
+                return spi
+
+    def release_spi(self, spi: int) -> None:
+        self._spis.discard(spi)
+
+    def configs_for(self, remote_ip: str) -> list[PeerConfig]:
+        exact = [c for c in self.configs.values() if c.remote_address == remote_ip]
+        return exact + [c for c in self.configs.values() if c.remote_address is None]
+
+    def adopt(self, ike_sa: IkeSa) -> None:
+        self._sas[ike_sa.our_spi] = ike_sa
+
+    def initial_contact(self, ike_sa: IkeSa) -> None:
+        """2.4: the peer has no other IKE SA with us; forget any we still hold for it."""
+        for other in list(self._sas.values()):
+            if other is not ike_sa and other.config is ike_sa.config and other.peer_id is not None \
+                    and ike_sa.peer_id is not None and other.peer_id.matches(ike_sa.peer_id) \
+                    and other.state is not State.CLOSED:
+                other.close("replaced: peer sent INITIAL_CONTACT", 0.0)
+        self._collect()
+
+    # -- the shell's interface ----------------------------------------------------------
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> object | None:
+        return self._events.popleft() if self._events else None
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
+        times += [sa.next_deadline() or 0.0 for sa in self._half_open.values()]
+        times += [t for name, t in self.keep_up.items() if not self._active(name)]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for sa in list(self._sas.values()):
+            deadline = sa.next_deadline()
+            if deadline is not None and now >= deadline:
+                sa.on_timer(now)
+        self._collect()
+        for name, when in list(self.keep_up.items()):
+            if now >= when and not self._active(name):
+                self._start(name, now)
+
+    # -- initiating ---------------------------------------------------------------------
+    def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
+        cfg = self.configs[name]
+        if cfg.remote_address is None:
+            raise ValueError(f"connection {name} has no remote address to initiate to")
+        if keep_up:
+            self.keep_up[name] = now
+        if not self._active(name):
+            self._start(name, now)
+
+    def _start(self, name: str, now: float) -> IkeSa:
+        cfg = self.configs[name]
+        assert cfg.remote_address is not None
+        delay = self._backoff.get(name, 0.0)
+        self._backoff[name] = min(RETRY_MAX, max(RETRY_MIN, delay * 2))
+        if name in self.keep_up:
+            self.keep_up[name] = now + self._backoff[name]
+        remote_port = NATT_PORT if cfg.remote_port == NATT_PORT else cfg.remote_port
+        local_port = NATT_PORT if remote_port == NATT_PORT else IKE_PORT
+        sa = IkeSa(self, initiator=True, config=cfg, spi_i=self._new_ike_spi(), spi_r=bytes(8),
+                   local=(self.local_address, local_port), remote=(cfg.remote_address, remote_port), now=now)
+        self._sas[sa.spi_i] = sa
+        self._note("ike.initiate", connection=name, peer=sa.remote_str)
+        sa.start(now)
+        return sa
+
+    def _new_ike_spi(self) -> bytes:
+        while True:
+            spi = self._random(8)
+            if spi != bytes(8) and spi not in self._sas:
+                return spi
+
+    def _active(self, name: str) -> bool:
+        return any(sa.name == name and sa.state is not State.CLOSED and sa.initiator is not None
+                   and sa.state not in (State.REKEYED, State.DELETING) for sa in self._sas.values())
+
+    def terminate(self, name: str, now: float) -> int:
+        """Delete every IKE SA of a connection (and stop keeping it up)."""
+        self.keep_up.pop(name, None)
+        self._backoff.pop(name, None)
+        count = 0
+        for sa in list(self._sas.values()):
+            if sa.name == name and sa.state is not State.CLOSED:
+                sa.delete_ike(now, reason="terminated by operator")
+                count += 1
+        self._collect()
+        return count
+
+    def rekey(self, name: str, now: float, *, ike: bool = False) -> int:
+        count = 0
+        for sa in list(self._sas.values()):
+            if sa.name == name and sa.state is State.ESTABLISHED:
+                if ike:
+                    sa.rekey_ike(now)
+                else:
+                    for child in sa.children:
+                        sa.rekey_child(child, now)
+                count += 1
+        return count
+
+    # -- receiving ------------------------------------------------------------------------
+    def receive(self, data: bytes, local_port: int, remote: tuple[str, int], now: float) -> None:
+        try:
+            header = Header.decode(data)
+        except MalformedMessage:
+            return self._count("malformed")
+        if header.version >> 4 != 2:
+            return self._count("bad_version")
+        if header.exchange == ExchangeType.IKE_SA_INIT and not header.is_response:
+            if header.spi_r != bytes(8) or header.message_id != 0:
+                return self._count("malformed")
+            key = (header.spi_i, remote[0], remote[1])
+            existing = self._half_open.get(key)
+            if existing is not None and existing.state is not State.CLOSED:
+                existing.receive(data, header, (self.local_address, local_port), remote, now)
+                return
+            return self._on_init_request(data, header, local_port, remote, now)
+        if header.from_initiator:
+            sa = self._sas.get(header.spi_r)
+        else:
+            sa = self._sas.get(header.spi_i)
+            if sa is not None and header.exchange == ExchangeType.IKE_SA_INIT:
+                sa._last_raw = data
+        if sa is None or (header.exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != header.spi_r
+                          and sa.state is not State.INIT_SENT):
+            self._count("unknown_spi")
+            return
+        if sa.state is State.HALF_OPEN:
+            sa.local, sa.remote = (self.local_address, local_port), remote  # the initiator may float
+        sa.receive(data, header, (self.local_address, local_port), remote, now)
+        self._collect()
+
+    def _on_init_request(self, data: bytes, header: Header, local_port: int, remote: tuple[str, int],
+                         now: float) -> None:
+        try:
+            payloads = decode_payloads(header.next_payload, data[28:], 28)
+        except MalformedMessage as exc:
+            self._count("malformed")
+            self._note("ike.malformed", "warning", peer=f"{remote[0]}:{remote[1]}", detail=str(exc))
+            return
+        msg = Message(header, payloads)
+        sa_p, ke, nonce = msg.find(SaPayload), msg.find(KePayload), msg.find(NoncePayload)
+        if not (isinstance(sa_p, SaPayload) and isinstance(ke, KePayload)
+                and isinstance(nonce, NoncePayload)):
+            self._count("malformed")
+            return self._stateless(header, local_port, remote, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
+        if self._half_open_count() >= self.cookie_threshold:
+            expected = self._cookie(nonce.data, remote[0], header.spi_i)
+            got = msg.notify(NotifyType.COOKIE)
+            if got is None or not hmac.compare_digest(got.data, expected):
+                self._count("cookie_sent")
+                return self._stateless(header, local_port, remote,
+                                       [NotifyPayload(NotifyType.COOKIE, expected)])
+        peer = f"{remote[0]}:{remote[1]}"
+        candidates = self.configs_for(remote[0])
+        if not candidates:
+            self._count("no_config")
+            self.emit(NegotiationFailed(None, peer, "ike_init", "no_config",
+                                        f"no connection is configured for peer {remote[0]}"))
+            return self._stateless(header, local_port, remote, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)])
+        chosen: Proposal | None = None
+        config: PeerConfig | None = None
+        ours_all: list[Proposal] = []
+        for cfg in candidates:
+            ours = build_proposals(list(cfg.ike_proposals), ProtocolId.IKE, b"")
+            ours_all += ours
+            chosen = select(ours, sa_p.proposals)
+            if chosen is not None:
+                config = cfg
+                chosen = _prefer_group(chosen, ours, sa_p.proposals, ke.group)
+                break
+        if chosen is None or config is None:
+            self._count("no_proposal_chosen")
+            self.emit(NegotiationFailed(candidates[0].name, peer, "ike_init", "no_proposal_chosen",
+                                        f"peer offered {describe_proposals(sa_p.proposals)}; "
+                                        f"we accept {describe_proposals(ours_all)}"))
+            return self._stateless(header, local_port, remote, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)])
+        group_id = next(t.id for t in chosen.transforms if t.type == TransformType.DH)
+        if ke.group != group_id:
+            self._count("invalid_ke_sent")
+            self._note("ike.invalid_ke", connection=config.name, peer=peer, received=ke.group,
+                       wanted=group_id)
+            answer = NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group_id))
+            return self._stateless(header, local_port, remote, [answer])
+        from gateway.crypto.dh import DH_GROUPS
+
+        keyex = DH_GROUPS[group_id].generate(self._random)
+        sa = IkeSa(self, initiator=False, config=config, spi_i=header.spi_i, spi_r=self._new_ike_spi(),
+                   local=(self.local_address, local_port), remote=remote, now=now)
+        sa._last_raw = data
+        if not sa.respond_init(msg, config, chosen, keyex, ke.data, now):
+            self._count("invalid_ke")
+            return
+        self._sas[sa.spi_r] = sa
+        self._half_open[(header.spi_i, remote[0], remote[1])] = sa
+
+    def _half_open_count(self) -> int:
+        return sum(1 for sa in self._half_open.values() if sa.state is State.HALF_OPEN)
+
+    def _cookie(self, nonce: bytes, address: str, spi_i: bytes) -> bytes:
+        """2.6: <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)."""
+        return b"\x01" + hashlib.sha256(nonce + address.encode() + spi_i + self._cookie_secret).digest()
+
+    def _stateless(self, request: Header, local_port: int, remote: tuple[str, int],
+                   payloads: list[Payload]) -> None:
+        """An IKE_SA_INIT answer that keeps no state (2.6, 1.2)."""
+        first, body = encode_payloads(payloads)
+        header = Header(request.spi_i, bytes(8), first, ExchangeType.IKE_SA_INIT, 0x20,
+                        request.message_id, 28 + len(body), IKE_VERSION)
+        self._out.append(Datagram(header.encode() + body, local_port, remote))
+
+    def _collect(self) -> None:
+        """Forget closed SAs; react to dead peers per the connection's DPD action."""
+        for spi, sa in list(self._sas.items()):
+            if sa.state is State.CLOSED:
+                del self._sas[spi]
+        for key, sa in list(self._half_open.items()):
+            if sa.state is not State.HALF_OPEN:
+                del self._half_open[key]
+        for ev in self._events:
+            if isinstance(ev, PeerDead):
+                cfg = self.configs.get(ev.connection)
+                if cfg is None:
+                    continue
+                if ev.action == "restart" and cfg.remote_address is not None:
+                    self.keep_up[cfg.name] = 0.0
+                    self._backoff.pop(cfg.name, None)
+                elif ev.action == "clear":
+                    self.keep_up.pop(cfg.name, None)
+
+    def _note(self, what: str, level: str = "info", **fields: object) -> None:
+        self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))
+
+    # -- reporting ----------------------------------------------------------------------------
+    def sas(self, now: float) -> list[dict[str, Any]]:
+        return [sa.describe(now) for sa in self._sas.values() if sa.state is not State.CLOSED]
+
+    def ike_sa_of_child(self, spi_in: int) -> IkeSa | None:
+        for sa in self._sas.values():
+            if any(c.spi_in == spi_in for c in sa.children):
+                return sa
+        return None
+
+    def established(self, name: str) -> bool:
+        return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
+
+    def note_established(self, name: str) -> None:
+        """A connection came up: the next failure starts its backoff from scratch."""
+        self._backoff.pop(name, None)
+
+
+def _prefer_group(chosen: Proposal, ours: list[Proposal], theirs: list[Proposal], ke_group: int) -> Proposal:
+    """If the peer's KE group is acceptable in the chosen proposal, use it and spare a round
+    trip (what strongSwan does too)."""
+    peer = next((p for p in theirs if p.number == chosen.number), None)
+    if peer is None:
+        return chosen
+    peer_groups = {t.id for t in peer.of_type(TransformType.DH)}
+    for mine in ours:
+        my_groups = {t.id for t in mine.of_type(TransformType.DH)}
+        others = [t for t in chosen.transforms if t.type != TransformType.DH]
+        if ke_group in my_groups and ke_group in peer_groups and all(
+                t.key() in {m.key() for m in mine.transforms} for t in others):
+            return Proposal(chosen.number, chosen.protocol, chosen.spi,
+                            [*others, Transform(TransformType.DH, ke_group)])
+    return chosen

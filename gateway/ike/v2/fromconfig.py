@@ -1,0 +1,151 @@
+"""From the YAML model to the IKEv2 core's `PeerConfig`: load keys, certificates, CAs.
+
+Errors name the config key and the file, never a secret.  Identities default as in
+strongSwan: our public address (PSK) or our certificate's subject (certificates); the
+peer's address (PSK) or any identity its certificate proves (certificates).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config.model import CertAuth, Config, Connection, PskAuth, Secret
+from gateway.ike.identity import ANY, Identity
+from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
+from gateway.ike.v2.message import TsRange
+from gateway.ike.v2.settings import ChildConfig, PeerConfig, Timing
+
+
+class AuthConfigError(ValueError):
+    """A key, certificate or CA file that cannot be used; ``key`` is the config key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass
+class LoadedAuth:
+    psk: Secret | None = None
+    certificate: Any = None
+    private_key: Any = field(default=None, repr=False)
+    intermediates: tuple[Any, ...] = ()
+    trust: Any = None
+
+
+def parse_identity(text: str) -> Identity:
+    return Identity.parse(text)
+
+
+def load_auth(auth: PskAuth | CertAuth, base: Path | None = None) -> LoadedAuth:
+    def path(p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() or base is None else base / q
+
+    if isinstance(auth, PskAuth):
+        if auth.psk is not None:
+            return LoadedAuth(psk=auth.psk)
+        if auth.psk_file is None:
+            raise AuthConfigError("psk", "give psk or psk_file")
+        try:
+            value = path(auth.psk_file).read_bytes().strip()
+        except OSError as exc:
+            raise AuthConfigError("psk_file", f"cannot read {auth.psk_file}: {exc.strerror}") from None
+        if not value:
+            raise AuthConfigError("psk_file", f"{auth.psk_file} is empty")
+        return LoadedAuth(psk=Secret(value))
+    from gateway.ike import certs
+
+    try:
+        chain = _load_certs(path(auth.cert))
+    except (OSError, ValueError) as exc:
+        raise AuthConfigError("cert", f"cannot load certificate {auth.cert}: {exc}") from None
+    try:
+        key = certs.load_private_key(path(auth.key))
+    except (OSError, ValueError) as exc:
+        raise AuthConfigError("key", f"cannot load private key {auth.key}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not _same_key(chain[0], key):
+        raise AuthConfigError("key", f"{auth.key} is not the private key of {auth.cert}")
+    try:
+        trust = certs.TrustStore.from_files([path(p) for p in auth.ca])
+    except (OSError, ValueError) as exc:
+        raise AuthConfigError("ca", f"cannot load CA certificates: {exc}") from None
+    return LoadedAuth(certificate=chain[0], private_key=key, intermediates=tuple(chain[1:]), trust=trust)
+
+
+def _load_certs(path: Path) -> list[Any]:
+    from cryptography import x509
+
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        found = x509.load_pem_x509_certificates(data)
+    else:
+        found = [x509.load_der_x509_certificate(data)]
+    if not found:
+        raise ValueError("no certificate in the file")
+    return found
+
+
+def _same_key(cert: Any, key: Any) -> bool:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    fmt = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return bool(cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt))
+
+
+def resolve(host: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        return socket.gethostbyname(host)
+
+
+def peer_config(name: str, conn: Connection, config: Config, base: Path | None = None) -> PeerConfig:
+    assert conn.auth is not None
+    local = str(config.gateway.public_address)
+    remote = resolve(conn.remote)
+    auth = load_auth(conn.auth, base)
+    if conn.auth.id is not None:
+        local_id = Identity.parse(conn.auth.id)
+    elif auth.certificate is not None:
+        local_id = Identity.subject_of(auth.certificate)
+    else:
+        local_id = Identity.from_address(local)
+    if conn.auth.remote_id is not None:
+        remote_id = Identity.parse(conn.auth.remote_id)
+    elif auth.certificate is not None:
+        remote_id = ANY
+    else:
+        remote_id = Identity.from_address(remote)
+    if conn.mode == "tunnel":
+        local_ts = tuple(TsRange.of_network(n) for n in conn.local_subnets)
+        remote_ts = tuple(TsRange.of_network(n) for n in conn.remote_subnets)
+    else:
+        local_ts = tuple(TsRange.of_network(n) for n in conn.local_subnets) or (
+            TsRange.of_network(ipaddress.IPv4Network(local)),)
+        remote_ts = tuple(TsRange.of_network(n) for n in conn.remote_subnets) or (
+            TsRange.of_network(ipaddress.IPv4Network(remote)),)
+    life = conn.lifetimes
+    child = ChildConfig("net", local_ts, remote_ts,
+                        tuple(parse_child_proposal(p) for p in conn.proposals.esp), conn.mode,
+                        life.child, life.child_bytes, life.child_packets)
+    return PeerConfig(
+        name, local, remote, tuple(parse_ike_proposal(p) for p in conn.proposals.ike), child,
+        local_id, remote_id, psk=auth.psk, certificate=auth.certificate, private_key=auth.private_key,
+        intermediates=auth.intermediates, trust=auth.trust, rsa_pss=conn.ike.rsa_pss,
+        ike_lifetime=life.ike, dpd_interval=conn.dpd.interval, dpd_timeout=conn.dpd.timeout,
+        dpd_action=conn.dpd.action, force_encap=conn.encapsulation == "udp",
+        fragmentation=conn.ike.fragmentation, fragment_size=conn.ike.fragment_size,
+        remote_port=conn.ike.remote_port, initial_contact=conn.ike.initial_contact)
+
+
+def timing(config: Config) -> Timing:
+    ike = config.ike
+    jitter = max((c.lifetimes.jitter for c in config.connections.values()), default=0.1)
+    return Timing(retransmit_timeout=ike.retransmit_timeout, retransmit_tries=ike.retransmit_tries,
+                  jitter=jitter)

@@ -1,0 +1,139 @@
+"""Negotiated CHILD_SAs in the dataplane: SAD entries, one policy per connection.
+
+An IKE core announces a CHILD_SA pair with `ChildSaUp`; this module turns it into an
+inbound SA (installed at once) and an outbound SA that the connection's policy points to.
+On a rekey the new inbound SA is installed next to the old one, and the policy switches
+to the new outbound SA when the event says so (the rekey initiator, RFC 7296 2.8) or
+when the old pair is deleted (the responder): no packet is sent on an SA the peer cannot
+yet decrypt, and none arrives on an SA we removed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from gateway.dataplane.engine import Dataplane
+from gateway.dataplane.replay import ReplayWindow
+from gateway.dataplane.sa import Direction, Mode, SecurityAssociation, UdpEncap
+from gateway.dataplane.selectors import SelectorPair, TrafficSelector
+from gateway.dataplane.spd import Policy
+from gateway.ike.v2.events import ChildSaDown, ChildSaUp
+from gateway.ike.v2.message import TsRange
+
+
+def _networks(ts: TsRange) -> list[ipaddress.IPv4Network]:
+    return list(ipaddress.summarize_address_range(ts.start, ts.end))
+
+
+def selector_pairs(local_ts: tuple[TsRange, ...], remote_ts: tuple[TsRange, ...]) -> tuple[SelectorPair, ...]:
+    pairs = []
+    for lo in local_ts:
+        for re in remote_ts:
+            if lo.protocol and re.protocol and lo.protocol != re.protocol:
+                continue
+            proto = lo.protocol or re.protocol
+            for ln in _networks(lo):
+                for rn in _networks(re):
+                    pairs.append(SelectorPair(TrafficSelector(ln, lo.port_start, lo.port_end),
+                                              TrafficSelector(rn, re.port_start, re.port_end), proto))
+    return tuple(pairs)
+
+
+@dataclass
+class ChildPair:
+    outbound: SecurityAssociation
+    inbound: SecurityAssociation
+    event: ChildSaUp
+
+
+@dataclass
+class ConnectionTunnel:
+    """What one IKE connection has in the dataplane."""
+
+    name: str
+    policy: Policy
+    pairs: dict[int, ChildPair] = field(default_factory=dict)  # by inbound SPI
+    remote_nets: list[ipaddress.IPv4Network] = field(default_factory=list)
+    local_nets: list[ipaddress.IPv4Network] = field(default_factory=list)
+
+
+def build_pair(ev: ChildSaUp, replay_window: int) -> ChildPair:
+    mode = Mode(ev.mode)
+    selectors = selector_pairs(ev.local_ts, ev.remote_ts)
+    encap = UdpEncap(4500, ev.encap_remote_port) if ev.encap_remote_port else None
+    suite = ev.suite
+    local = ipaddress.IPv4Address(ev.local)
+    remote = ipaddress.IPv4Address(ev.remote)
+
+    def make(spi: int, direction: Direction, enc_key: bytes, integ_key: bytes) -> SecurityAssociation:
+        from gateway.crypto.algorithms import EspSuite
+
+        esp = EspSuite(suite.encryption, suite.integrity)
+        return SecurityAssociation(
+            name=ev.connection, spi=spi, protocol=50, direction=direction, mode=mode, local=local,
+            remote=remote, esp=esp, cipher=suite.encryption.bind(enc_key),
+            integrity=suite.integrity.bind(integ_key) if suite.integrity else None, encap=encap,
+            esn=suite.esn, selectors=selectors,
+            replay=ReplayWindow(replay_window, suite.esn) if direction is Direction.IN else None)
+
+    keys = ev.keys
+    return ChildPair(make(ev.spi_out, Direction.OUT, keys.encr_out, keys.integ_out),
+                     make(ev.spi_in, Direction.IN, keys.encr_in, keys.integ_in), ev)
+
+
+class TunnelTable:
+    """All IKE-keyed connections' SAs and policies in one dataplane engine."""
+
+    def __init__(self, engine: Dataplane, replay_window: int) -> None:
+        self.engine = engine
+        self.replay_window = replay_window
+        self.tunnels: dict[str, ConnectionTunnel] = {}
+
+    def up(self, ev: ChildSaUp, activate: bool = True) -> tuple[ConnectionTunnel, bool]:
+        """Install a pair; returns the tunnel and whether its routes are new."""
+        pair = build_pair(ev, self.replay_window)
+        self.engine.install_inbound(pair.inbound)
+        tunnel = self.tunnels.get(ev.connection)
+        new_routes = False
+        if tunnel is None:
+            policy = Policy(ev.connection, pair.outbound.selectors, mode=Mode(ev.mode), esp_out=pair.outbound)
+            tunnel = ConnectionTunnel(ev.connection, policy)
+            self.tunnels[ev.connection] = tunnel
+            self.engine.install_policy(policy)
+            new_routes = True
+        elif activate or tunnel.policy.esp_out is None:
+            self._switch(tunnel, pair)
+        tunnel.pairs[ev.spi_in] = pair
+        remote_nets = sorted({n for p in pair.outbound.selectors for n in [p.remote.network]})
+        local_nets = sorted({n for p in pair.outbound.selectors for n in [p.local.network]})
+        if set(remote_nets) - set(tunnel.remote_nets):
+            tunnel.remote_nets = sorted(set(tunnel.remote_nets) | set(remote_nets))
+            new_routes = True
+        tunnel.local_nets = sorted(set(tunnel.local_nets) | set(local_nets))
+        return tunnel, new_routes
+
+    def _switch(self, tunnel: ConnectionTunnel, pair: ChildPair) -> None:
+        """Point the connection's policy at this pair's outbound SA."""
+        self.engine.remove_policy(tunnel.name)
+        tunnel.policy = Policy(tunnel.name, pair.outbound.selectors, mode=tunnel.policy.mode,
+                               esp_out=pair.outbound)
+        self.engine.install_policy(tunnel.policy)
+
+    def down(self, ev: ChildSaDown) -> None:
+        tunnel = self.tunnels.get(ev.connection)
+        if tunnel is None:
+            return
+        pair = tunnel.pairs.pop(ev.spi_in, None)
+        if pair is None:
+            return
+        self.engine.remove_inbound(pair.inbound)
+        if tunnel.policy.esp_out is pair.outbound:
+            if tunnel.pairs:
+                self._switch(tunnel, list(tunnel.pairs.values())[-1])
+            else:
+                # Keep the policy (and routes): traffic waits for the next SA as a
+                # counted "no_sa" drop instead of leaking in clear.
+                self.engine.remove_policy(tunnel.name)
+                tunnel.policy = Policy(tunnel.name, tunnel.policy.selectors, mode=tunnel.policy.mode)
+                self.engine.install_policy(tunnel.policy)
