@@ -406,6 +406,13 @@ class Gateway:
             "connections": connections, "drops": snap["drops"],
             "edge": {"nftables": self.edge_applied, "counters": snap.get("edge_counters", {})},
             "keepalives_received": snap["keepalives_received"],
+            "ike": {
+                "connections": sorted(self.ike.configs) if self.ike else [],
+                "ike_sas": len(self.ike.sas(time.monotonic())) if self.ike else 0,
+                "events": {k: v for k, v in sorted(self.ike_stats.items()) if ":" not in k},
+                "failures": {k: v for k, v in sorted(self.ike_stats.items()) if ":" in k},
+                "dropped": dict(self.ike.counters) if self.ike else {},
+            },
         }
 
     def sas(self) -> dict[str, Any]:

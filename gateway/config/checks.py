@@ -61,6 +61,13 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
             if not conn.remote_subnets:
                 out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
         out += _auth_files(base, conn)
+        if conn.remote == "%any":
+            if conn.ike.start == "start":
+                out.append(Problem((*base, "ike", "start"),
+                                   "cannot initiate to %any: give the peer's address"))
+            if conn.auth is not None and conn.auth.method == "psk" and conn.auth.remote_id is None:
+                out.append(Problem((*base, "auth", "remote_id"),
+                                   "a pre-shared key for %any peers needs the peer's remote_id"))
     if conn.keying == "manual":
         out += _manual(base, conn)
     else:

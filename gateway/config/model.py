@@ -66,13 +66,15 @@ def _network(value: Any) -> ipaddress.IPv4Network:
 
 def _host(value: Any) -> str:
     text = str(value)
+    if text in ("%any", "any"):
+        return "%any"
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
         pass
     if _HOSTNAME.match(text) and not text.replace(".", "").isdigit():
         return text
-    raise ValueError("not an IP address or host name")
+    raise ValueError("not an IP address or host name (or %any)")
 
 
 def _duration(value: Any) -> int:

@@ -108,7 +108,7 @@ def resolve(host: str) -> str:
 def peer_config(name: str, conn: Connection, config: Config, base: Path | None = None) -> PeerConfig:
     assert conn.auth is not None
     local = str(config.gateway.public_address)
-    remote = resolve(conn.remote)
+    remote = None if conn.remote == "%any" else resolve(conn.remote)
     auth = load_auth(conn.auth, base)
     if conn.auth.id is not None:
         local_id = Identity.parse(conn.auth.id)
@@ -118,7 +118,7 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         local_id = Identity.from_address(local)
     if conn.auth.remote_id is not None:
         remote_id = Identity.parse(conn.auth.remote_id)
-    elif auth.certificate is not None:
+    elif auth.certificate is not None or remote is None:
         remote_id = ANY
     else:
         remote_id = Identity.from_address(remote)
@@ -129,7 +129,8 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         local_ts = tuple(TsRange.of_network(n) for n in conn.local_subnets) or (
             TsRange.of_network(ipaddress.IPv4Network(local)),)
         remote_ts = tuple(TsRange.of_network(n) for n in conn.remote_subnets) or (
-            TsRange.of_network(ipaddress.IPv4Network(remote)),)
+            TsRange(ipaddress.IPv4Address(0), ipaddress.IPv4Address("255.255.255.255")) if remote is None
+            else TsRange.of_network(ipaddress.IPv4Network(remote)),)
     life = conn.lifetimes
     child = ChildConfig("net", local_ts, remote_ts,
                         tuple(parse_child_proposal(p) for p in conn.proposals.esp), conn.mode,

@@ -82,6 +82,7 @@ from gateway.ike.v2.trafficselectors import narrow, within
 log = logging.getLogger("gateway.ike")
 
 NONCE_SIZE = 32
+KEEPALIVE_SECONDS = 20.0  # RFC 3948 4: NAT-T keepalives from behind a NAT
 UDP_IP_OVERHEAD = 28
 
 
@@ -207,6 +208,7 @@ class IkeSa:
         self.pending_child: _ChildRequest | None = None
         self.replaced_by: IkeSa | None = None
         self._last_raw = b""
+        self.keepalive_at: float | None = None
         self._init_proposals: list[Proposal] = []
 
     # -- naming -------------------------------------------------------------------------
@@ -1193,6 +1195,10 @@ class IkeSa:
                 times.append(self.rekey_at)
             if cfg.dpd_interval:
                 times.append(self.last_received + cfg.dpd_interval)
+            if self.nat_local:
+                if self.keepalive_at is None:
+                    self.keepalive_at = (self.established_at or self.started) + KEEPALIVE_SECONDS
+                times.append(self.keepalive_at)
             for c in self.children:
                 times.append(c.rekey_at if c.state == "installed" else c.expire_at)
         if self.delete_at is not None:
@@ -1227,6 +1233,9 @@ class IkeSa:
                 self.rekey_child(child, now)
             elif child.state != "installed" and now >= child.expire_at:
                 self._remove_child(child, "expired")
+        if self.nat_local and self.keepalive_at is not None and now >= self.keepalive_at:
+            self.keepalive_at = now + KEEPALIVE_SECONDS
+            self.ctx.transmit([b"\xff"], NATT_PORT, self.remote)  # keeps the NAT mapping open
         if cfg.dpd_interval and now >= self.last_received + cfg.dpd_interval and self.outstanding is None:
             self.last_received = now  # one probe per interval
             self.dpd(now)

@@ -1,0 +1,231 @@
+"""IKEv2 interop: our gateway against strongSwan 5.9.8 (charon + kernel-libipsec), real traffic.
+
+Our gateway runs in the hq gateway namespace, one charon in the branch gateway namespace;
+LAN hosts behind both ping each other through the tunnel.  Each test builds its own lab
+and leaves no namespace or process behind.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import (
+    NETNS,
+    STRONGSWAN,
+    PingRun,
+    assert_lab_gone,
+    lab,
+    lab_prefix,
+    running_peers,
+    strongswan_peer,
+    wait_for,
+)
+
+from appliance.lab.gateways import LabGateway
+from appliance.lab.strongswan import PSK, PeerSettings, StrongswanPeer
+from appliance.lab.topology import Topology
+
+pytestmark = [*NETNS, *STRONGSWAN]
+
+PREFIX = lab_prefix("ik2")
+
+
+def our_config(topology: Topology, *, start: bool = False, psk: str = PSK,
+               ike: list[str] | None = None, esp: list[str] | None = None,
+               extra: dict[str, Any] | None = None, remote: str | None = None,
+               conn_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    hq, br = topology.hq, topology.branch
+    conn: dict[str, Any] = {
+        "remote": remote or br.gw_public, "local_subnets": [hq.lan_subnet], "remote_subnets": [br.lan_subnet],
+        "auth": {"method": "psk", "psk": psk},
+        "proposals": {"ike": ike or ["aes256gcm16-prfsha256-ecp256", "aes256-sha256-modp2048"],
+                      "esp": esp or ["aes256gcm16", "aes256-sha256"]},
+        "ike": {"start": "start" if start else "none"},
+    }
+    conn.update(conn_extra or {})
+    cfg: dict[str, Any] = {
+        "gateway": {"name": "hq", "public_interface": "wan0", "public_address": hq.gw_public,
+                    "lan_interfaces": ["lan0"]},
+        "logging": {"level": "debug"},
+        "connections": {"branch": conn},
+    }
+    cfg.update(extra or {})
+    return cfg
+
+
+@contextmanager
+def interop(tmp_path: Path, settings: PeerSettings, config_of: Any, *,
+            nat: bool = False) -> Iterator[tuple[Topology, StrongswanPeer, LabGateway]]:
+    with lab(PREFIX) as topology:
+        if nat:
+            topology.enable_nat()
+        peer = strongswan_peer(topology, "branch", tmp_path, settings)
+        with running_peers(peer):
+            gw = LabGateway.start(topology.hq, tmp_path, "hq", config_of(topology))
+            try:
+                yield topology, peer, gw
+            except BaseException:
+                print(gw.log_tail(80))
+                print(peer.log_tail(80))
+                raise
+            finally:
+                gw.stop()
+    assert_lab_gone(PREFIX)
+
+
+def ping_ok(topology: Topology, count: int = 3) -> None:
+    for _ in range(3):
+        sent, received = topology.ping(topology.hq.lan_ns, topology.branch.lan_host, count=count)
+        if received == sent:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"ping through the tunnel: {received}/{sent}")
+
+
+def ike_sas(gw: LabGateway) -> list[dict[str, Any]]:
+    return list(gw.request("sas")["ike_sas"])
+
+
+def established(gw: LabGateway) -> list[dict[str, Any]]:
+    return [s for s in ike_sas(gw) if s["state"] == "established" and s["children"]]
+
+
+def wait_established(gw: LabGateway, timeout: float = 15.0) -> dict[str, Any]:
+    sas = wait_for(lambda: established(gw), bool, timeout=timeout)
+    assert sas, f"no established IKE SA with a CHILD_SA:\n{gw.log_tail(40)}"
+    return sas[0]
+
+
+# -- 1. PSK, both directions ----------------------------------------------------------------
+def test_strongswan_initiates_psk(tmp_path: Path) -> None:
+    with interop(tmp_path, PeerSettings(), our_config) as (topology, peer, gw):
+        started = time.monotonic()
+        peer.initiate()
+        sa = wait_established(gw)
+        elapsed = time.monotonic() - started
+        print(f"tunnel established in {elapsed * 1000:.0f} ms (strongSwan initiator)")
+        assert not sa["initiator"] and sa["auth"] == "psk"
+        assert sa["nat_remote"], "kernel-libipsec fakes a NAT: we must see it"
+        assert sa["children"][0]["local_ts"] == ["10.1.0.0/24"]
+        ping_ok(topology)
+        child = peer.child_sa()
+        assert child is not None and child.get("encap") == "yes"
+
+
+def test_we_initiate_psk(tmp_path: Path) -> None:
+    with interop(tmp_path, PeerSettings(), lambda t: our_config(t, start=True)) as (topology, peer, gw):
+        sa = wait_established(gw)
+        assert sa["initiator"]
+        assert peer.wait_child_installed(timeout=10)
+        ping_ok(topology)
+        assert re.search(r"ike\.up .*role=initiator", gw.log_text())
+
+
+# -- 2. algorithm suites ----------------------------------------------------------------------
+SUITES = [
+    ("aes256gcm16-prfsha256-ecp256", "aes256gcm16", "AES_GCM_16", "256", "ECP_256"),
+    ("aes256-sha256-modp2048", "aes256-sha256", "AES_CBC", "256", "MODP_2048"),
+]
+
+
+@pytest.mark.parametrize(("ike", "esp", "encr", "keysize", "group"), SUITES)
+@pytest.mark.parametrize("initiator", ["strongswan", "us"])
+def test_suites(tmp_path: Path, ike: str, esp: str, encr: str, keysize: str, group: str,
+                initiator: str) -> None:
+    settings = PeerSettings(ike_proposals=ike, esp_proposals=esp)
+    config = lambda t: our_config(t, start=initiator == "us", ike=[ike], esp=[esp])  # noqa: E731
+    with interop(tmp_path, settings, config) as (topology, peer, gw):
+        if initiator == "strongswan":
+            peer.initiate()
+        wait_established(gw)
+        peer.wait_child_installed(timeout=10)
+        ike_sa = peer.ike_sa()
+        child = peer.child_sa()
+        assert ike_sa is not None and child is not None
+        assert ike_sa.get("encr-alg") == encr and ike_sa.get("encr-keysize") == keysize
+        assert ike_sa.get("dh-group") == group
+        assert child.get("encr-alg") == encr
+        ping_ok(topology)
+
+
+# -- 3. NAT in the path ----------------------------------------------------------------------
+def test_nat_in_the_path(tmp_path: Path) -> None:
+    """strongSwan behind a masquerading router initiates to us (remote %any)."""
+    settings = PeerSettings()
+    config = lambda t: our_config(  # noqa: E731
+        t, remote="%any", conn_extra={"auth": {"method": "psk", "psk": PSK,
+                                               "remote_id": t.branch.gw_public}})
+    with interop(tmp_path, settings, config, nat=True) as (topology, peer, gw):
+        peer.initiate()
+        sa = wait_established(gw)
+        assert sa["remote"].startswith(topology.nat_address + ":")
+        assert sa["remote"] != f"{topology.nat_address}:4500" or sa["nat_remote"]
+        assert sa["nat_remote"] and sa["encap"]
+        ping_ok(topology)
+
+
+# -- 4. rekeying under a continuous ping ------------------------------------------------
+def test_rekeys_lose_no_ping(tmp_path: Path) -> None:
+    with interop(tmp_path, PeerSettings(), our_config) as (topology, peer, gw):
+        peer.initiate()
+        first = wait_established(gw)
+        ping_ok(topology)
+        run = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=250, interval=0.02)
+        try:
+            time.sleep(0.5)
+            peer.rekey_child()
+            time.sleep(0.6)
+            gw.request("rekey", name="branch")
+            time.sleep(0.6)
+            peer.rekey_ike()
+            time.sleep(0.6)
+            gw.request("rekey", name="branch", ike=True)
+            time.sleep(0.6)
+        finally:
+            sent, received = run.result()
+        now = wait_established(gw)
+        assert now["ike_sa"] != first["ike_sa"], "the IKE SA was not rekeyed"
+        assert now["children"][0]["spi_in"] != first["children"][0]["spi_in"]
+        log = gw.log_text()
+        assert len(re.findall(r"child\.up ", log)) >= 3, log[-3000:]
+        assert sent == received, f"lost {sent - received} of {sent} pings during rekeys"
+        assert len(established(gw)) == 1
+        assert len(gw.request("sas")["sas"]) == 2, "old SAs left in the dataplane"
+
+
+# -- 5. dead peer ------------------------------------------------------------------------------
+def test_dead_peer_detected(tmp_path: Path) -> None:
+    config = lambda t: our_config(t, conn_extra={"dpd": {"interval": "3s", "timeout": "6s",  # noqa: E731
+                                                          "action": "clear"}})
+    with interop(tmp_path, PeerSettings(), config) as (topology, peer, gw):
+        peer.initiate()
+        wait_established(gw)
+        ping_ok(topology)
+        peer.kill()
+        killed = time.monotonic()
+        gone = wait_for(lambda: ike_sas(gw), lambda sas: not sas, timeout=20)
+        elapsed = time.monotonic() - killed
+        assert not gone, f"SAs still there {elapsed:.1f} s after the peer died"
+        print(f"dead peer noticed after {elapsed:.1f} s (interval 3 s, timeout 6 s)")
+        assert elapsed <= 3 + 6 + 2
+        assert "ike.peer_dead" in gw.log_text()
+        assert gw.request("sas")["sas"] == []
+
+
+# -- 6. refusals ------------------------------------------------------------------------------
+def test_wrong_psk_refused(tmp_path: Path) -> None:
+    settings = PeerSettings(psk="this-is-not-the-right-psk-0123456789")
+    with interop(tmp_path, settings, our_config) as (topology, peer, gw):
+        with pytest.raises(Exception):  # noqa: B017 - LabError from swanctl
+            peer.initiate(timeout=8)
+        line = wait_for(lambda: re.search(r"ike\.auth_failed .*", gw.log_text()), bool, timeout=5)
+        assert line is not None
+        assert "reason=bad_psk" in line.group(0) and "198.51.100.1" in line.group(0)
+        assert gw.request("status")["ike"]["failures"].get("auth_failed:bad_psk") == 1
+        assert ike_sas(gw) == []
