@@ -221,7 +221,7 @@ def test_dead_peer_detected(tmp_path: Path) -> None:
 # -- 6. refusals ------------------------------------------------------------------------------
 def test_wrong_psk_refused(tmp_path: Path) -> None:
     settings = PeerSettings(psk="this-is-not-the-right-psk-0123456789")
-    with interop(tmp_path, settings, our_config) as (topology, peer, gw):
+    with interop(tmp_path, settings, our_config) as (_, peer, gw):
         with pytest.raises(Exception):  # noqa: B017 - LabError from swanctl
             peer.initiate(timeout=8)
         line = wait_for(lambda: re.search(r"ike\.auth_failed .*", gw.log_text()), bool, timeout=5)
