@@ -64,11 +64,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return status
 
 
-def _request(args: argparse.Namespace, command: str) -> Any:
+def _request(args: argparse.Namespace, command: str, **extra: Any) -> Any:
     from gateway.control.protocol import ControlError, request
 
     try:
-        return request(_socket_path(args), command)
+        return request(_socket_path(args), command, **extra)
     except ControlError as exc:
         raise SystemExit(f"gateway: {exc}") from None
 
@@ -111,9 +111,21 @@ def cmd_sas(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    for ike in result.get("ike_sas", []):
+        role = "initiator" if ike["initiator"] else "responder"
+        print(f"{ike['name']}: IKE SA {ike['ike_sa']} {ike['state']} ({role}), "
+              f"{ike['local']} [{ike['local_id']}] <=> {ike['remote']} [{ike['remote_id']}]")
+        nat = [side for side, flag in (("local", ike["nat_local"]), ("remote", ike["nat_remote"])) if flag]
+        print(f"  {ike['algorithm']}, auth {ike['auth'] or '-'}, NAT {'/'.join(nat) or 'none'}, "
+              f"up {ike['established_for']} s, rekey in {ike['rekey_in']} s")
+        for child in ike["children"]:
+            print(f"  {child['name']}: CHILD SA {child['state']} {child['mode']} {child['algorithm']} "
+                  f"in {child['spi_in']} out {child['spi_out']}, rekey in {child['rekey_in']} s, "
+                  f"expires in {child['expire_in']} s")
+            print(f"    {','.join(child['local_ts'])} === {','.join(child['remote_ts'])}")
     sas = result["sas"]
     if not sas:
-        print("no SAs")
+        print("no SAs in the dataplane")
         return 0
     header = f"{'connection':<12} {'dir':<3} {'proto':<5} {'spi':<10} {'mode':<9} {'algorithm':<16} " \
              f"{'encap':<16} {'packets':>10} {'bytes':>12} {'drops':>7}"
@@ -122,6 +134,25 @@ def cmd_sas(args: argparse.Namespace) -> int:
         print(f"{sa['name']:<12} {sa['direction']:<3} {sa['protocol']:<5} {sa['spi']:<10} "
               f"{sa['mode']:<9} {sa['algorithm']:<16} {sa['encap'] or '-':<16} "
               f"{sa['packets']:>10} {sa['bytes']:>12} {sa['drops']:>7}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    result = _request(args, "up", name=args.name)
+    print(f"initiating {result['initiated']}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    result = _request(args, "down", name=args.name)
+    print(f"closing {result['terminated']}: {result['ike_sas']} IKE SA(s)")
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    result = _request(args, "rekey", name=args.name, ike=args.ike)
+    kind = "IKE" if args.ike else "CHILD"
+    print(f"rekeying {kind} SAs of {result['rekeyed']}: {result['ike_sas']} IKE SA(s)")
     return 0
 
 
@@ -161,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-s", "--socket", help="control socket of the daemon")
         p.add_argument("-c", "--config", help="take the control socket from this config")
         p.add_argument("--json", action="store_true", help="print the raw JSON reply")
+        p.set_defaults(func=func)
+
+    for name, func, text in (("up", cmd_up, "bring an IKE connection up (and keep it up)"),
+                             ("down", cmd_down, "close an IKE connection's SAs"),
+                             ("rekey", cmd_rekey, "rekey a connection's CHILD (or, with --ike, IKE) SAs")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", help="connection name from the config")
+        p.add_argument("-s", "--socket", help="control socket of the daemon")
+        p.add_argument("-c", "--config", help="take the control socket from this config")
+        if name == "rekey":
+            p.add_argument("--ike", action="store_true", help="rekey the IKE SA instead")
         p.set_defaults(func=func)
 
     p = sub.add_parser("keygen", help="print random keys for a manually keyed SA")

@@ -229,3 +229,21 @@ def test_wrong_psk_refused(tmp_path: Path) -> None:
         assert "reason=bad_psk" in line.group(0) and "198.51.100.1" in line.group(0)
         assert gw.request("status")["ike"]["failures"].get("auth_failed:bad_psk") == 1
         assert ike_sas(gw) == []
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+def test_cli_up_sas_down(tmp_path: Path) -> None:
+    from e2e_support import gateway_cli
+
+    with interop(tmp_path, PeerSettings(), our_config) as (topology, peer, gw):
+        sock = str(gw.socket)
+        assert "initiating branch" in gateway_cli("up", "branch", "-s", sock)
+        wait_established(gw)
+        ping_ok(topology)
+        text = gateway_cli("sas", "-s", sock)
+        assert re.search(r"branch: IKE SA \S+_i \S+_r established \(initiator\)", text), text
+        assert "aes256gcm16-prfsha256-ecp256" in text or "aes256-sha256-prfsha256-modp2048" in text, text
+        assert "10.1.0.0/24 === 10.2.0.0/24" in text, text
+        assert "closing branch: 1 IKE SA(s)" in gateway_cli("down", "branch", "-s", sock)
+        assert wait_for(lambda: ike_sas(gw), lambda sas: not sas, timeout=10) == []
+        peer.wait_no_sas(timeout=10)
