@@ -247,3 +247,71 @@ def test_cli_up_sas_down(tmp_path: Path) -> None:
         assert "closing branch: 1 IKE SA(s)" in gateway_cli("down", "branch", "-s", sock)
         assert wait_for(lambda: ike_sas(gw), lambda sas: not sas, timeout=10) == []
         peer.wait_no_sas(timeout=10)
+
+
+# -- certificates -------------------------------------------------------------------------------
+def _pki(directory: Path, kind: str, topology_prefix: str = "") -> dict[str, Any]:
+    from appliance import pki
+
+    directory.mkdir(parents=True, exist_ok=True)
+    root = pki.make_ca(directory, "Lab Root CA", kind=kind)  # type: ignore[arg-type]
+    inter = pki.make_ca(directory, "Lab Issuing CA", kind=kind, issuer=root)  # type: ignore[arg-type]
+    hq = pki.issue(directory, inter, "hq-gw", kind=kind, san_ip=["192.0.2.1"],  # type: ignore[arg-type]
+                   san_dns=["hq.gateway.lab"])
+    br = pki.issue(directory, inter, "br-gw", kind=kind, san_ip=["198.51.100.1"],  # type: ignore[arg-type]
+                   san_dns=["branch.gateway.lab"])
+    # Our gateway sends its chain (leaf + issuing CA) and trusts only the root.
+    chain = directory / "hq-chain.pem"
+    chain.write_bytes(hq.cert_path.read_bytes() + inter.cert_path.read_bytes())
+    return {"root": root, "inter": inter, "hq": hq, "br": br, "chain": chain}
+
+
+def cert_config(files: dict[str, Any], *, start: bool = False, remote_id: str | None = "branch.gateway.lab",
+                ) -> Any:
+    auth: dict[str, Any] = {"method": "cert", "cert": str(files["chain"]), "key": str(files["hq"].key_path),
+                            "ca": [str(files["root"].cert_path)], "id": "hq.gateway.lab"}
+    if remote_id is not None:
+        auth["remote_id"] = remote_id
+    return lambda t: our_config(t, start=start, conn_extra={"auth": auth})
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa256"])
+@pytest.mark.parametrize("initiator", ["strongswan", "us"])
+def test_certificates(tmp_path: Path, kind: str, initiator: str) -> None:
+    files = _pki(tmp_path / "pki", kind)
+    # strongSwan trusts the root; it has the issuing CA too (its own chain) as a CA cert.
+    settings = PeerSettings(auth="pubkey", cert=files["br"].cert_path, key=files["br"].key_path,
+                            cacerts=[files["root"].cert_path, files["inter"].cert_path],
+                            local_id="branch.gateway.lab", remote_id="hq.gateway.lab")
+    with interop(tmp_path, settings, cert_config(files, start=initiator == "us")) as (topology, peer, gw):
+        if initiator == "strongswan":
+            peer.initiate()
+        sa = wait_established(gw)
+        assert sa["auth"].startswith("pubkey"), sa
+        assert sa["remote_id"] == "branch.gateway.lab"
+        ping_ok(topology)
+        log = peer.log_text()
+        assert "authentication of 'hq.gateway.lab' with" in log and "successful" in log
+        # Certificate chains make IKE_AUTH bigger than 1280 octets: it travels as RFC 7383
+        # fragments, which the other side reassembles.
+        if initiator == "us":
+            assert "reassembled fragmented IKE message" in log, "strongSwan got no fragments from us"
+        else:
+            assert "splitting IKE message" in log, "strongSwan did not fragment its IKE_AUTH"
+        if kind == "rsa":  # both directions are big with RSA-2048 chains
+            assert "splitting IKE message" in log and "reassembled fragmented IKE message" in log
+
+
+def test_untrusted_certificate_refused(tmp_path: Path) -> None:
+    files = _pki(tmp_path / "pki", "ecdsa256")
+    rogue = _pki(tmp_path / "rogue", "ecdsa256")  # same names, another root
+    settings = PeerSettings(auth="pubkey", cert=rogue["br"].cert_path, key=rogue["br"].key_path,
+                            cacerts=[files["root"].cert_path, files["inter"].cert_path],
+                            local_id="branch.gateway.lab", remote_id="hq.gateway.lab")
+    with interop(tmp_path, settings, cert_config(files)) as (_, peer, gw):
+        with pytest.raises(Exception):  # noqa: B017 - LabError from swanctl
+            peer.initiate(timeout=8)
+        line = wait_for(lambda: re.search(r"ike\.auth_failed .*", gw.log_text()), bool, timeout=5)
+        assert line is not None and "reason=cert_untrusted" in line.group(0), line
+        assert "br-gw" in line.group(0)  # which certificate
+        assert ike_sas(gw) == []
