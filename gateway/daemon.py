@@ -257,12 +257,15 @@ class Gateway:
         now = time.monotonic()
         for tunnel in self.ike_tunnels.tunnels.values():
             for spi, pair in tunnel.pairs.items():
-                packets = pair.inbound.counters.packets
-                if packets != self._child_seen.get(spi):
-                    self._child_seen[spi] = packets
-                    sa = ike.ike_sa_of_child(spi)
-                    if sa is not None:
-                        sa.child_used(spi, now)
+                sa = ike.ike_sa_of_child(spi)
+                if sa is None:
+                    continue
+                out, inb = pair.outbound.counters, pair.inbound.counters
+                if inb.packets != self._child_seen.get(spi):
+                    self._child_seen[spi] = inb.packets
+                    sa.child_used(spi, now)
+                sa.child_usage(spi, max(out.bytes, inb.bytes), max(out.packets, inb.packets), now)
+        self._ike_flush()
 
     def _control_up(self, req: dict[str, Any]) -> Any:
         name = self._ike_connection(req)

@@ -315,3 +315,17 @@ def test_untrusted_certificate_refused(tmp_path: Path) -> None:
         assert line is not None and "reason=cert_untrusted" in line.group(0), line
         assert "br-gw" in line.group(0)  # which certificate
         assert ike_sas(gw) == []
+
+
+def test_rekey_by_packets(tmp_path: Path) -> None:
+    config = lambda t: our_config(t, conn_extra={"lifetimes": {"child_packets": 60}})  # noqa: E731
+    with interop(tmp_path, PeerSettings(), config) as (topology, peer, gw):
+        peer.initiate()
+        wait_established(gw)
+        sent, received = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=200,
+                                 interval=0.02).result()
+        log = gw.log_text()
+        limits = re.findall(r"ike\.child_volume_limit ", log)
+        assert len(limits) >= 2, log[-3000:]
+        assert sent == received, f"lost {sent - received} of {sent} pings across volume rekeys"
+        assert len(wait_established(gw)["children"]) == 1

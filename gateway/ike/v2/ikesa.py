@@ -1267,6 +1267,20 @@ class IkeSa:
     # =====================================================================================
     # reporting
     # =====================================================================================
+    def child_usage(self, spi_in: int, octets: int, packets: int, now: float) -> None:
+        """Volume-based soft lifetime (RFC 4301 4.4.2.1): rekey once either counter of
+        the pair passes the configured limit."""
+        child = self._child_by_in(spi_in)
+        if child is None or child.state != "installed" or self.state is not State.ESTABLISHED:
+            return
+        cfg = child.config
+        over_bytes = bool(cfg.rekey_bytes) and octets >= (cfg.rekey_bytes or 0)
+        over_packets = bool(cfg.rekey_packets) and packets >= (cfg.rekey_packets or 0)
+        if over_bytes or over_packets:
+            self._note("ike.child_volume_limit", connection=self.name, spi_in=f"0x{spi_in:08x}",
+                       octets=octets, packets=packets)
+            self.rekey_child(child, now)
+
     def child_used(self, spi_in: int, now: float) -> None:
         """The dataplane saw authenticated traffic on this SA: the peer is alive (2.4)."""
         self.last_received = max(self.last_received, now)
