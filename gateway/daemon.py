@@ -24,6 +24,7 @@ from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.ike.v2.events import (
     AuthFailed,
+    ChildSaActivate,
     ChildSaDown,
     ChildSaUp,
     IkeSaDown,
@@ -212,6 +213,8 @@ class Gateway:
                   rekey_of=f"0x{ev.rekey_of:08x}" if ev.rekey_of else None)
             if new_routes:
                 self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, tunnel.remote_nets))
+        elif isinstance(ev, ChildSaActivate):
+            self.ike_tunnels.activate(ev.connection, ev.spi_in)
         elif isinstance(ev, ChildSaDown):
             self.ike_tunnels.down(ev)
             self._child_seen.pop(ev.spi_in, None)

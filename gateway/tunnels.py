@@ -120,6 +120,12 @@ class TunnelTable:
                                esp_out=pair.outbound)
         self.engine.install_policy(tunnel.policy)
 
+    def activate(self, connection: str, spi_in: int) -> None:
+        tunnel = self.tunnels.get(connection)
+        pair = tunnel.pairs.get(spi_in) if tunnel is not None else None
+        if tunnel is not None and pair is not None and tunnel.policy.esp_out is not pair.outbound:
+            self._switch(tunnel, pair)
+
     def down(self, ev: ChildSaDown) -> None:
         tunnel = self.tunnels.get(ev.connection)
         if tunnel is None:

@@ -47,7 +47,7 @@ def test_good_config_loads_with_typed_values() -> None:
 
 def test_errors_name_file_line_and_key() -> None:
     text = GOOD.replace("remote: 198.51.100.1", "remote: not_a_host!")
-    assert issues(text) == ["hq.yaml:6 connections.branch1.remote: not an IP address or host name"]
+    assert issues(text) == ["hq.yaml:6 connections.branch1.remote: not an IP address or host name (or %any)"]
 
 
 def test_every_error_is_reported_at_once() -> None:

@@ -50,6 +50,15 @@ class ChildSaUp:
 
 
 @dataclass(frozen=True)
+class ChildSaActivate:
+    """Send on this (already installed) pair's outbound SA from now on: the responder's
+    pair won a rekey collision (RFC 7296 2.8.1)."""
+
+    connection: str
+    spi_in: int
+
+
+@dataclass(frozen=True)
 class ChildSaDown:
     connection: str
     ike_sa: str

@@ -33,6 +33,7 @@ from gateway.ike.v2.constants import (
 )
 from gateway.ike.v2.events import (
     AuthFailed,
+    ChildSaActivate,
     ChildSaDown,
     ChildSaKeys,
     ChildSaUp,
@@ -124,6 +125,9 @@ class ChildSa:
     rekey_at: float
     expire_at: float
     state: str = "installed"  # installed | rekeying | rekeyed | deleting
+    #: the peer rekeyed this SA while we were rekeying it too (2.8.1): its exchange's
+    #: nonces and the inbound SPI of the SA it created
+    collision: tuple[bytes, bytes, int] | None = None
     bytes_in: int = 0
     packets_in: int = 0
 
@@ -209,6 +213,7 @@ class IkeSa:
         self.replaced_by: IkeSa | None = None
         self._last_raw = b""
         self.keepalive_at: float | None = None
+        self.redundant = False  # the loser of a rekey collision: closes without a report
         self._init_proposals: list[Proposal] = []
 
     # -- naming -------------------------------------------------------------------------
@@ -487,8 +492,7 @@ class IkeSa:
             detail = f"peer answered {error.name}" if error else "IKE_AUTH response lacks IDr or AUTH"
             self._fail_negotiation("ike_auth", error.name.lower() if error else "invalid_syntax", detail, now)
             return
-        peer_id = Identity(IdType(idr.id_type), idr.data) if idr.id_type in IdType._value2member_map_ \
-            else None
+        peer_id = _wire_identity(idr)
         if peer_id is None or not cfg.remote_id.matches(peer_id):
             detail = f"peer identity {peer_id} does not match the configured {cfg.remote_id}"
             self.ctx.emit(AuthFailed(self.name, self.remote_str, "identity_mismatch", detail))
@@ -659,7 +663,7 @@ class IkeSa:
                                 remote_ts, self.local[0], self.remote[0], encap,
                                 rekey.spi_in if rekey is not None else None, lifetime,
                                 activate=we_initiated or rekey is None))
-        if rekey is not None:
+        if rekey is not None and (we_initiated or rekey.state == "installed"):
             rekey.state = "rekeyed"
         return child
 
@@ -797,14 +801,14 @@ class IkeSa:
         if not (isinstance(idi, IdPayload) and isinstance(auth, AuthPayload)):
             self._respond(msg.header, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
             return self._close("IKE_AUTH request without IDi or AUTH", now, notify_peer=False)
-        if idi.id_type not in IdType._value2member_map_:
+        peer_id = _wire_identity(idi)
+        if peer_id is None:
             self._respond(msg.header, [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)])
-            self.ctx.emit(AuthFailed(None, self.remote_str, "unknown_id_type", f"ID type {idi.id_type}"))
-            return self._close("unknown identity type", now, notify_peer=False)
-        peer_id = Identity(IdType(idi.id_type), idi.data)
+            self.ctx.emit(AuthFailed(None, self.remote_str, "bad_identity",
+                                     f"unusable IDi (type {idi.id_type}, {len(idi.data)} octets)"))
+            return self._close("unusable peer identity", now, notify_peer=False)
         idr = msg.find(IdrPayload)
-        wanted_id = Identity(IdType(idr.id_type), idr.data) if isinstance(idr, IdrPayload) \
-            and idr.id_type in IdType._value2member_map_ else None
+        wanted_id = _wire_identity(idr) if isinstance(idr, IdrPayload) else None
         octets = authdata.signed_octets(self.suite.prf, self.init_request, self.nonce_r,  # type: ignore[union-attr]
                                         self.sk_pi, idi.body_for_auth())
         candidates = [c for c in self.ctx.configs_for(self.remote[0])
@@ -961,11 +965,15 @@ class IkeSa:
             if old is None:
                 return self._respond(msg.header, [NotifyPayload(NotifyType.CHILD_SA_NOT_FOUND, b"",
                                                                 ProtocolId.ESP, rekey_notify.spi)])
-            if old.state == "rekeying" and self.outstanding is not None:
-                self._note("ike.rekey_collision", ike_sa=self.ident, child=f"0x{old.spi_in:08x}")
+            if old.state in ("rekeyed", "deleting"):
+                return self._respond(msg.header, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
         nonce_r = self.ctx.random(NONCE_SIZE)
+        count = len(self.children)
         payloads = self._answer_child(msg, cfg.child, now, nonce.data, nonce_r, ike_auth=False, rekey=old)
         self._respond(msg.header, payloads)
+        if old is not None and old.state == "rekeying" and len(self.children) > count:
+            old.collision = (nonce.data, nonce_r, self.children[-1].spi_in)
+            self._note("ike.child_rekey_collision", connection=self.name, child=f"0x{old.spi_in:08x}")
         if old is not None and any(isinstance(p, SaPayload) for p in payloads):
             self._note("ike.child_rekeyed", connection=self.name, old=f"0x{old.spi_in:08x}", by="peer")
 
@@ -999,8 +1007,9 @@ class IkeSa:
                                    KePayload(mine.group.id, mine.public)])
 
     def _successor(self, *, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_i: bytes, nonce_r: bytes,
-                   suite: NegotiatedSuite, shared: bytes, now: float) -> IkeSa:
-        """The IKE SA that replaces this one (2.18); it inherits our CHILD_SAs."""
+                   suite: NegotiatedSuite, shared: bytes, now: float, inherit: bool = True) -> IkeSa:
+        """The IKE SA that replaces this one (2.18); it inherits our CHILD_SAs (unless it
+        is the redundant loser of a rekey collision, 2.8.2)."""
         assert self.suite is not None and self.suite.prf is not None
         new = IkeSa(self.ctx, initiator=initiator, config=self.config, spi_i=spi_i, spi_r=spi_r,
                     local=self.local, remote=self.remote, now=now)
@@ -1014,12 +1023,13 @@ class IkeSa:
         new.established_at = now
         assert self.config is not None
         new.rekey_at = now + new._jittered(self.config.ike_lifetime)
-        new.children = self.children
-        self.children = []
-        self.state = State.REKEYED
-        self.replaced_by = new
-        self.delete_at = now + 30.0  # if the peer never deletes the old SA, we do
         self.ctx.adopt(new)
+        if inherit:
+            new.children = self.children
+            self.children = []
+            self.state = State.REKEYED
+            self.replaced_by = new
+            self.delete_at = now + 30.0  # if the peer never deletes the old SA, we do
         self.ctx.emit(IkeSaUp(new.name, new.ident, f"{new.local[0]}:{new.local[1]}", new.remote_str,
                               initiator, suite.name, str(self.config.local_id), str(new.peer_id),
                               new.nat_local, new.nat_remote, "rekey", 0.0))
@@ -1050,8 +1060,23 @@ class IkeSa:
                     child.state = "installed"
                     return
                 nr = nonce.data if isinstance(nonce, NoncePayload) else b""
+                count = len(self.children)
                 self._finish_child(req, msg, now, initiator=True, nonce_i=req.nonce, nonce_r=nr,
                                    ike_auth=False)
+                created = self.children[-1] if len(self.children) > count else None
+                if created is not None and child.collision is not None:
+                    ni_b, nr_b, spi_b = child.collision
+                    if min(req.nonce, nr) < min(ni_b, nr_b):
+                        # 2.8.1: ours has the lowest nonce, so ours is redundant; the peer
+                        # deletes the old SA and theirs carries the traffic.
+                        self._note("ike.child_rekey_collision_lost", connection=self.name,
+                                   redundant=f"0x{created.spi_in:08x}", kept=f"0x{spi_b:08x}")
+                        child.state = "rekeyed"
+                        self.ctx.emit(ChildSaActivate(self.name, spi_b))
+                        self.delete_child(created, now, reason="redundant (rekey collision)")
+                        return
+                    self._note("ike.child_rekey_collision_won", connection=self.name,
+                               kept=f"0x{created.spi_in:08x}", redundant=f"0x{spi_b:08x}")
                 if child.state == "rekeyed":
                     self.delete_child(child, now, reason="rekeyed")
                 else:
@@ -1104,8 +1129,26 @@ class IkeSa:
                 except InvalidKeyExchange:
                     self.rekey_at = now + 60.0
                     return
-                self._successor(initiator=True, spi_i=new_spi, spi_r=chosen.spi, nonce_i=nonce,
-                                nonce_r=nr.data, suite=suite, shared=shared, now=now)
+                other = self.replaced_by
+                if other is not None:  # the peer rekeyed this SA at the same time (2.8.2)
+                    new = self._successor(initiator=True, spi_i=new_spi, spi_r=chosen.spi, nonce_i=nonce,
+                                          nonce_r=nr.data, suite=suite, shared=shared, now=now,
+                                          inherit=False)
+                    if min(nonce, nr.data) < min(other.nonce_i, other.nonce_r):
+                        # Ours holds the lowest nonce: it is redundant; the peer deletes the old SA.
+                        self._note("ike.rekey_collision", connection=self.name, kept=other.ident,
+                                   redundant=new.ident)
+                        new.redundant = True
+                        new.delete_ike(now, reason="redundant (rekey collision)", quiet=True)
+                        return
+                    self._note("ike.rekey_collision", connection=self.name, kept=new.ident,
+                               redundant=other.ident)
+                    new.children, other.children = other.children, []
+                    other.redundant = True  # the peer deletes it
+                    self.replaced_by = new
+                else:
+                    self._successor(initiator=True, spi_i=new_spi, spi_r=chosen.spi, nonce_i=nonce,
+                                    nonce_r=nr.data, suite=suite, shared=shared, now=now)
                 self.state = State.ESTABLISHED  # to send the delete on the old SA
                 self.delete_ike(now, reason="rekeyed", quiet=True)
 
@@ -1169,6 +1212,8 @@ class IkeSa:
         self.outstanding = None
         self.queue.clear()
         self.close_reason = reason
+        if self.redundant or self.replaced_by is not None:
+            quiet = True  # a rekeyed or redundant SA: its successor carries on
         if was_up and not quiet:
             self.ctx.emit(IkeSaDown(self.name, self.ident, self.remote_str, reason))
         elif not quiet:
@@ -1300,6 +1345,16 @@ class IkeSa:
             "children": [dict(c.describe(), rekey_in=round(c.rekey_at - now, 1),
                               expire_in=round(c.expire_at - now, 1)) for c in self.children],
         }
+
+
+def _wire_identity(payload: IdPayload) -> Identity | None:
+    """The identity an ID payload carries, or None if its type or data is unusable."""
+    if payload.id_type not in IdType._value2member_map_:
+        return None
+    try:
+        return Identity(IdType(payload.id_type), payload.data)
+    except ValueError:
+        return None
 
 
 def _signature_hashes_notify() -> NotifyPayload:
