@@ -155,7 +155,7 @@ class Gateway:
     def _start_ike(self, peers: list[Any]) -> None:
         cfg = self.config
         self.ike = IkeV2Endpoint(str(cfg.gateway.public_address), peers, timing=fromconfig.timing(cfg),
-                                 cookie_threshold=cfg.ike.cookie_threshold)
+                                 cookie_threshold=cfg.ike.cookie_threshold, pools=fromconfig.pools(cfg))
         now = time.monotonic()
         for peer in peers:
             event(log, "connection.loaded", connection=peer.name, remote=peer.remote_address,

@@ -55,10 +55,13 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
                                        f"{proposal} is weak: only for legacy peers", warning=True))
             except UnknownAlgorithm as exc:
                 out.append(Problem((*base, "proposals", "ike", i), str(exc)))
+        if conn.pool is not None and conn.pool not in config.pools:
+            known = ", ".join(sorted(config.pools)) or "none defined"
+            out.append(Problem((*base, "pool"), f"no pool named {conn.pool!r} (pools: {known})"))
         if conn.mode == "tunnel":
             if not conn.local_subnets:
                 out.append(Problem((*base, "local_subnets"), "a tunnel needs at least one local subnet"))
-            if not conn.remote_subnets:
+            if not conn.remote_subnets and conn.pool is None:
                 out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
         out += _auth_files(base, conn)
         if conn.remote == "%any":

@@ -279,6 +279,14 @@ class Connection(Strict):
     manual: ManualKeying | None = None
     ike: IkeOptions = IkeOptions()
     dpd: Dpd = Dpd()
+    pool: str | None = None
+
+
+class Pool(Strict):
+    """Virtual IPs (and DNS servers) handed to remote-access clients (RFC 7296 3.15)."""
+
+    subnet: Subnet
+    dns: list[IPv4] = []
 
 
 class IkeSection(Strict):
@@ -295,4 +303,5 @@ class Config(Strict):
     metrics: MetricsSection = MetricsSection()
     logging: LoggingSection = LoggingSection()
     ike: IkeSection = IkeSection()
+    pools: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Pool] = {}
     connections: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Connection] = {}

@@ -329,3 +329,28 @@ def test_rekey_by_packets(tmp_path: Path) -> None:
         assert len(limits) >= 2, log[-3000:]
         assert sent == received, f"lost {sent - received} of {sent} pings across volume rekeys"
         assert len(wait_established(gw)["children"]) == 1
+
+
+# -- remote access: configuration payload -------------------------------------------------------
+def test_remote_access_client_gets_virtual_ip(tmp_path: Path) -> None:
+    """strongSwan as a road warrior (vips = 0.0.0.0) gets an address and DNS from our pool."""
+    settings = PeerSettings(local_id="roadwarrior@gateway.lab", local_ts="dynamic",
+                            extra_conn="vips = 0.0.0.0")
+
+    def config(t: Topology) -> dict[str, Any]:
+        cfg = our_config(t, remote="%any", conn_extra={
+            "remote_subnets": [], "pool": "rw",
+            "auth": {"method": "psk", "psk": PSK, "remote_id": "roadwarrior@gateway.lab"}})
+        cfg["pools"] = {"rw": {"subnet": "10.99.0.0/24", "dns": ["10.1.0.53"]}}
+        return cfg
+
+    with interop(tmp_path, settings, config) as (topology, peer, gw):
+        peer.initiate()
+        sa = wait_established(gw)
+        assert sa["children"][0]["remote_ts"] == ["10.99.0.1/32"], sa
+        assert "ike.virtual_ip" in gw.log_text()
+        log = peer.log_text()
+        assert "installing new virtual IP 10.99.0.1" in log, log[-2000:]
+        assert re.search(r"parsed IKE_AUTH response 1 \[ IDr AUTH CPRP\(ADDR DNS\)", log), log[-2000:]
+        sent, received = topology.ping(topology.branch.gw_ns, topology.hq.lan_host, count=3)
+        assert received == sent, f"ping from the virtual IP: {received}/{sent}\n{gw.log_tail(20)}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import struct
 from collections import deque
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.ike.pool import AddressPool
 from gateway.ike.v2.constants import (
     IKE_PORT,
     IKE_VERSION,
@@ -67,7 +69,7 @@ class Datagram:
 class IkeV2Endpoint:
     def __init__(self, local_address: str, configs: list[PeerConfig], *,
                  random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
-                 cookie_threshold: int = 10) -> None:
+                 cookie_threshold: int = 10, pools: dict[str, AddressPool] | None = None) -> None:
         self.local_address = local_address
         self.configs = {c.name: c for c in configs}
         self._random = random
@@ -82,6 +84,7 @@ class IkeV2Endpoint:
         self.keep_up: dict[str, float] = {}  # connection -> earliest next attempt
         self._backoff: dict[str, float] = {}
         self.counters: dict[str, int] = {}
+        self.pools = pools or {}
 
     # -- the Context an IkeSa sees ------------------------------------------------------
     def random(self, n: int) -> bytes:
@@ -107,6 +110,16 @@ class IkeV2Endpoint:
     def configs_for(self, remote_ip: str) -> list[PeerConfig]:
         exact = [c for c in self.configs.values() if c.remote_address == remote_ip]
         return exact + [c for c in self.configs.values() if c.remote_address is None]
+
+    def lease(self, pool: str, owner: str) -> ipaddress.IPv4Address:
+        return self.pools[pool].lease(owner)
+
+    def release(self, pool: str, address: ipaddress.IPv4Address) -> None:
+        if pool in self.pools:
+            self.pools[pool].release(address)
+
+    def pool_dns(self, pool: str) -> tuple[ipaddress.IPv4Address, ...]:
+        return self.pools[pool].dns if pool in self.pools else ()
 
     def adopt(self, ike_sa: IkeSa) -> None:
         self._sas[ike_sa.our_spi] = ike_sa

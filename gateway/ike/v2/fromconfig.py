@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config.model import CertAuth, Config, Connection, PskAuth, Secret
 from gateway.ike.identity import ANY, Identity
+from gateway.ike.pool import AddressPool
 from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
 from gateway.ike.v2.message import TsRange
 from gateway.ike.v2.settings import ChildConfig, PeerConfig, Timing
@@ -125,6 +126,8 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
     if conn.mode == "tunnel":
         local_ts = tuple(TsRange.of_network(n) for n in conn.local_subnets)
         remote_ts = tuple(TsRange.of_network(n) for n in conn.remote_subnets)
+        if conn.pool is not None and not remote_ts:
+            remote_ts = (TsRange.of_network(config.pools[conn.pool].subnet),)
     else:
         local_ts = tuple(TsRange.of_network(n) for n in conn.local_subnets) or (
             TsRange.of_network(ipaddress.IPv4Network(local)),)
@@ -142,7 +145,11 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         ike_lifetime=life.ike, dpd_interval=conn.dpd.interval, dpd_timeout=conn.dpd.timeout,
         dpd_action=conn.dpd.action, force_encap=conn.encapsulation == "udp",
         fragmentation=conn.ike.fragmentation, fragment_size=conn.ike.fragment_size,
-        remote_port=conn.ike.remote_port, initial_contact=conn.ike.initial_contact)
+        remote_port=conn.ike.remote_port, initial_contact=conn.ike.initial_contact, pool=conn.pool)
+
+
+def pools(config: Config) -> dict[str, AddressPool]:
+    return {name: AddressPool(name, p.subnet, tuple(p.dns)) for name, p in config.pools.items()}
 
 
 def timing(config: Config) -> Timing:

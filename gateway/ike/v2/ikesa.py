@@ -13,6 +13,7 @@ the `Context` the endpoint passes in; time is always a parameter.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import struct
 from collections.abc import Callable
@@ -21,10 +22,13 @@ from typing import Any, Protocol
 
 from gateway.crypto.dh import InvalidKeyExchange, KeyExchange
 from gateway.ike.identity import Identity, IdType
+from gateway.ike.pool import PoolExhausted
 from gateway.ike.v2 import authdata
 from gateway.ike.v2.constants import (
     NATT_PORT,
     CertEncoding,
+    CfgAttribute,
+    CfgType,
     ExchangeType,
     Flag,
     NotifyType,
@@ -48,6 +52,7 @@ from gateway.ike.v2.message import (
     AuthPayload,
     CertPayload,
     CertReqPayload,
+    CpPayload,
     DeletePayload,
     EncryptedFragment,
     EncryptedPayload,
@@ -109,6 +114,9 @@ class Context(Protocol):
     def release_spi(self, spi: int) -> None: ...
     def configs_for(self, remote_ip: str) -> list[PeerConfig]: ...
     def adopt(self, ike_sa: IkeSa) -> None: ...
+    def lease(self, pool: str, owner: str) -> ipaddress.IPv4Address: ...
+    def release(self, pool: str, address: ipaddress.IPv4Address) -> None: ...
+    def pool_dns(self, pool: str) -> tuple[ipaddress.IPv4Address, ...]: ...
     def initial_contact(self, ike_sa: IkeSa) -> None: ...
 
 
@@ -214,6 +222,7 @@ class IkeSa:
         self._last_raw = b""
         self.keepalive_at: float | None = None
         self.redundant = False  # the loser of a rekey collision: closes without a report
+        self.virtual_ip: ipaddress.IPv4Address | None = None
         self._init_proposals: list[Proposal] = []
 
     # -- naming -------------------------------------------------------------------------
@@ -662,6 +671,7 @@ class IkeSa:
         self.ctx.emit(ChildSaUp(self.name, self.ident, spi_in, spi_out, 50, mode, suite, keys, local_ts,
                                 remote_ts, self.local[0], self.remote[0], encap,
                                 rekey.spi_in if rekey is not None else None, lifetime,
+                                str(self.virtual_ip) if self.virtual_ip else None,
                                 activate=we_initiated or rekey is None))
         if rekey is not None and (we_initiated or rekey.state == "installed"):
             rekey.state = "rekeyed"
@@ -848,8 +858,32 @@ class IkeSa:
         self._established(now)
         if msg.notify(NotifyType.INITIAL_CONTACT) is not None:
             self.ctx.initial_contact(self)
+        cp_payloads = self._answer_cp(msg, cfg)
+        if cp_payloads and isinstance(cp_payloads[0], NotifyPayload):
+            return self._respond(msg.header, payloads + cp_payloads)  # IKE SA without a CHILD_SA
         child_payloads = self._answer_child(msg, cfg.child, now, self.nonce_i, self.nonce_r, ike_auth=True)
-        self._respond(msg.header, payloads + child_payloads)
+        self._respond(msg.header, payloads + cp_payloads + child_payloads)
+
+    def _answer_cp(self, msg: Message, cfg: PeerConfig) -> list[Payload]:
+        """3.15: a remote-access client asks for an address (and DNS servers)."""
+        cp = msg.find(CpPayload)
+        if not isinstance(cp, CpPayload) or cp.cfg_type != CfgType.REQUEST or cfg.pool is None:
+            return []
+        wanted = {a for a, _ in cp.attributes}
+        if CfgAttribute.INTERNAL_IP4_ADDRESS not in wanted:
+            return []
+        try:
+            vip = self.ctx.lease(cfg.pool, str(self.peer_id))
+        except PoolExhausted as exc:
+            self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "config", "pool_exhausted", str(exc)))
+            return [NotifyPayload(NotifyType.INTERNAL_ADDRESS_FAILURE)]
+        self.virtual_ip = vip
+        attributes = [(int(CfgAttribute.INTERNAL_IP4_ADDRESS), vip.packed)]
+        # 3.15.1: a responder may return attributes that were not asked for; clients that
+        # asked only for an address (strongSwan without a DNS handler) still learn them.
+        attributes += [(int(CfgAttribute.INTERNAL_IP4_DNS), d.packed) for d in self.ctx.pool_dns(cfg.pool)]
+        self._note("ike.virtual_ip", connection=self.name, peer=str(self.peer_id), address=vip, pool=cfg.pool)
+        return [CpPayload(CfgType.REPLY, attributes)]
 
     def _answer_child(self, msg: Message, child: ChildConfig, now: float, nonce_i: bytes, nonce_r: bytes,
                       *, ike_auth: bool, rekey: ChildSa | None = None,
@@ -867,7 +901,9 @@ class IkeSa:
                                             detail))
             return [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)]
         local_ts = narrow(tsr.selectors, list(child.local_ts))
-        remote_ts = narrow(tsi.selectors, list(child.remote_ts))
+        vip = self.virtual_ip
+        allowed_remote = [TsRange(vip, vip)] if vip is not None else list(child.remote_ts)
+        remote_ts = narrow(tsi.selectors, allowed_remote)
         if not local_ts or not remote_ts:
             detail = (f"CHILD_SA {child.name}: peer proposed {_ts_text(tsi.selectors)} === "
                       f"{_ts_text(tsr.selectors)}; we allow {_ts_text(child.remote_ts)} === "
@@ -1019,6 +1055,7 @@ class IkeSa:
         new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
         new.peer_fragmentation, new.peer_hashes = self.peer_fragmentation, self.peer_hashes
         new.peer_id, new.auth_used = self.peer_id, self.auth_used
+        new.virtual_ip = self.virtual_ip
         new.state = State.ESTABLISHED
         new.established_at = now
         assert self.config is not None
@@ -1207,6 +1244,9 @@ class IkeSa:
         if self.pending_child is not None:
             self.ctx.release_spi(self.pending_child.spi_in)
             self.pending_child = None
+        if self.virtual_ip is not None and self.config is not None and self.config.pool is not None \
+                and self.replaced_by is None:
+            self.ctx.release(self.config.pool, self.virtual_ip)
         was_up = self.established_at is not None
         self.state = State.CLOSED
         self.outstanding = None

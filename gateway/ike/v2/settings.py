@@ -64,6 +64,7 @@ class PeerConfig:
     fragment_size: int = 1280  # IP datagram size a fragment must fit (RFC 7383 2.5.1)
     remote_port: int = 500
     initial_contact: bool = True
+    pool: str | None = None  # virtual IPs for remote-access clients (configuration payload)
 
     @property
     def auth_method(self) -> str:
