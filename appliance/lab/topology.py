@@ -8,11 +8,16 @@ benchmark) can exist side by side.  Addresses come from the documentation ranges
 (RFC 5737) and 10/8, so nothing ever leaves the machine.  The internet router has no
 route to the 10.x LANs: without a tunnel the sites cannot reach each other, which is
 what makes "traffic crossed the tunnel" a meaningful observation.
+
+With NAT (``Topology(nat=True)`` or ``enable_nat()``) the internet router masquerades
+what the branch side sends toward hq: hq sees the branch gateway as 192.0.2.254 (the
+router's hq-side address) with rewritten source ports, as behind a home router.
 """
 
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +56,7 @@ class Topology:
     prefix: str = "gwlab-"
     mtu: int = 1500
     namespaces: list[str] = field(default_factory=list)
+    nat: bool = False
 
     def __post_init__(self) -> None:
         p = self.prefix
@@ -92,6 +98,8 @@ class Topology:
             self.ns(site.gw_ns, "ip", "route", "add", "default", "via", site.inet_side)
             self.ns(site.gw_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.ns(self.inet_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if self.nat:
+            self.enable_nat()
 
     def down(self) -> None:
         """Remove every namespace of this lab; processes in them are killed first."""
@@ -112,6 +120,56 @@ class Topology:
     def disable_plain_routing(self) -> None:
         for site in (self.hq, self.branch):
             self.ns(self.inet_ns, "ip", "route", "del", site.lan_subnet, check=False)
+
+    # -- NAT ---------------------------------------------------------------------------
+    NAT_TABLE = "lab_nat"
+
+    @property
+    def nat_address(self) -> str:
+        """The address hq sees a NATed branch as: the router's hq-side address."""
+        return self.hq.inet_side
+
+    def enable_nat(self, block_inbound: bool = False) -> None:
+        """Masquerade branch -> hq traffic on the internet router (nftables ``lab_nat``).
+
+        Source addresses become 192.0.2.254 and source ports are rewritten (``random``:
+        port 500 does not stay 500), so NAT traversal has something real to detect.  With
+        ``block_inbound`` the router also drops connections the hq side starts toward the
+        branch (as a NAT without port forwarding would); replies to the branch still pass.
+        Connection tracking is flushed so no flow keeps a pre-NAT mapping.
+        """
+        to_hq, to_branch = f"to-{self.hq.name}", f"to-{self.branch.name}"
+        block = (f'    iifname "{to_hq}" oifname "{to_branch}" ct state new drop\n'
+                 if block_inbound else "")
+        ruleset = (
+            f"table ip {self.NAT_TABLE} {{\n"
+            "  chain postrouting {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            f'    iifname "{to_branch}" oifname "{to_hq}" masquerade random\n'
+            "  }\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority filter; policy accept;\n"
+            f"{block}"
+            "  }\n"
+            "}\n")
+        self.ns(self.inet_ns, "nft", "delete", "table", "ip", self.NAT_TABLE, check=False)
+        proc = subprocess.run(["ip", "netns", "exec", self.inet_ns, "nft", "-f", "-"], input=ruleset,
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise LabError(f"nft in {self.inet_ns}: {proc.stderr.strip()}\n{ruleset}")
+        self.nat = True
+        self.flush_conntrack()
+
+    def disable_nat(self) -> None:
+        """Remove the NAT table (and flush conntrack, so established mappings end too)."""
+        self.ns(self.inet_ns, "nft", "delete", "table", "ip", self.NAT_TABLE, check=False)
+        self.nat = False
+        self.flush_conntrack()
+
+    def flush_conntrack(self) -> None:
+        """Forget every tracked flow (and NAT mapping) of the internet router."""
+        self.ns(self.inet_ns, sys.executable, "-c",
+                "from pyroute2 import Conntrack\nc = Conntrack()\nc.flush()\nc.close()")
 
     # -- traffic -----------------------------------------------------------------
     def ping(self, src_ns: str, dst: str, count: int = 3, interval: float = 0.2,

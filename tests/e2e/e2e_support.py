@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import pytest
 
 from appliance.lab.gateways import GatewayPair
+from appliance.lab.strongswan import CHARON, SWANCTL, PeerSettings, StrongswanPeer
 from appliance.lab.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -447,3 +448,105 @@ def gateway_cli(*args: str) -> str:
                           check=False)
     assert proc.returncode == 0, f"gateway {' '.join(args)} failed ({proc.returncode}): {proc.stderr}"
     return proc.stdout
+
+
+# -- strongSwan peers ---------------------------------------------------------------------------
+
+
+def _strongswan_unavailable() -> str | None:
+    """Why a strongSwan peer cannot run here, or None when it can."""
+    if not Path(CHARON).exists():
+        return f"strongSwan's charon is not installed ({CHARON}; package charon-systemd)"
+    if shutil.which(SWANCTL) is None:
+        return "swanctl is not installed (package strongswan-swanctl)"
+    plugin = Path(CHARON).parent / "plugins" / "libstrongswan-kernel-libipsec.so"
+    if not plugin.exists():
+        return f"strongSwan's kernel-libipsec plugin is missing ({plugin}; libcharon-extra-plugins)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is needed to give each charon a private /run"
+    return None
+
+
+STRONGSWAN_UNAVAILABLE = _strongswan_unavailable()
+
+#: Add to `pytestmark` of modules that run a strongSwan peer.
+STRONGSWAN = [
+    pytest.mark.peer,
+    pytest.mark.skipif(STRONGSWAN_UNAVAILABLE is not None, reason=STRONGSWAN_UNAVAILABLE or ""),
+]
+
+
+def strongswan_peer(topology: Topology, side: str, workdir: Path,
+                    settings: PeerSettings | None = None) -> StrongswanPeer:
+    """A (not yet started) strongSwan peer on the ``side`` ("hq" or "branch") gateway,
+    facing the other site's gateway and LAN; its files go to ``workdir / side``."""
+    site, other = ((topology.hq, topology.branch) if side == "hq"
+                   else (topology.branch, topology.hq))
+    return StrongswanPeer(topology, site, other.gw_public, other.lan_subnet, Path(workdir) / side,
+                          settings)
+
+
+@contextmanager
+def running_peers(*peers: StrongswanPeer) -> Iterator[tuple[StrongswanPeer, ...]]:
+    """Start the peers; afterwards stop them all and check that no charon is left."""
+    started: list[StrongswanPeer] = []
+    try:
+        for peer in peers:
+            peer.start()
+            started.append(peer)
+        yield peers
+    finally:
+        pids = [p.pid for p in started if p.pid is not None]
+        errors = []
+        for peer in started:
+            try:
+                peer.stop()
+            except Exception as exc:
+                errors.append(str(exc))
+        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        assert not errors and not alive, f"charon teardown: {errors} still alive: {alive}"
+
+
+def assert_lab_gone(prefix: str) -> None:
+    """No namespace whose name starts with ``prefix`` is left."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            check=False).stdout
+    left = [line.split()[0] for line in listed.splitlines() if line.startswith(prefix)]
+    assert not left, f"namespaces left behind: {left}"
+
+
+class PingRun:
+    """``count`` pings at ``interval`` in the background (to do something meanwhile).
+
+        run = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=150)
+        ...                                         # rekey while it runs
+        sent, received = run.result()
+    """
+
+    def __init__(self, topology: Topology, namespace: str, dst: str, *, count: int = 100,
+                 interval: float = 0.02, wait: float = 1.0) -> None:
+        self.count = count
+        self.interval = interval
+        self.timeout = count * interval + wait + 10
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, "ping", "-n", "-q", "-c", str(count),
+             "-i", str(interval), "-W", str(wait), dst],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> tuple[int, int]:
+        """Wait for the pings to finish; (sent, received)."""
+        try:
+            out, err = self.proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        for line in out.splitlines():
+            if "packets transmitted" in line:
+                parts = line.split(",")
+                return int(parts[0].split()[0]), int(parts[1].split()[0])
+        raise AssertionError(f"ping gave no summary: {out} {err}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
