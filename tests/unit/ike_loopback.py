@@ -89,3 +89,70 @@ def endpoints(cfg_a: PeerConfig, cfg_b: PeerConfig, *, seed: int = 1,
 
 def of_type(events: list[object], cls: type) -> list:
     return [e for e in events if isinstance(e, cls)]
+
+
+# -- more helpers (several peers, timed runs, digests) ----------------------------------
+
+
+@dataclass
+class Net:
+    """Any number of endpoints on one wire; each datagram goes to the endpoint at its
+    destination address.  ``drop(src, dst, datagram)`` may drop it; ``log`` keeps all."""
+
+    endpoints: dict[str, IkeV2Endpoint]
+    now: float = 1000.0
+    log: list[tuple[str, str, Datagram]] = field(default_factory=list)
+    drop: Callable[[str, str, Datagram], bool] | None = None
+    events: dict[str, list[object]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, *eps: IkeV2Endpoint) -> Net:
+        return cls({ep.local_address: ep for ep in eps})
+
+    def pump(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            moved = False
+            for addr, src in self.endpoints.items():
+                for d in src.datagrams_to_send():
+                    moved = True
+                    self.log.append((addr, d.remote[0], d))
+                    dst = self.endpoints.get(d.remote[0])
+                    if dst is None or (self.drop is not None and self.drop(addr, d.remote[0], d)):
+                        continue
+                    dst.receive(d.data, d.remote[1], (addr, d.local_port), self.now)
+            for addr, ep in self.endpoints.items():
+                out = self.events.setdefault(addr, [])
+                while (ev := ep.next_event()) is not None:
+                    out.append(ev)
+            if not moved:
+                return
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = min(end, self.now + step)
+            for ep in self.endpoints.values():
+                t = ep.get_timer()
+                if t is not None and t <= self.now:
+                    ep.handle_timer(self.now)
+            self.pump()
+
+
+def run_until(wire: Wire | Net, done: Callable[[], bool], limit: float, step: float = 0.5) -> float | None:
+    """Advance the clock in steps until ``done()``; the time it became true, or None."""
+    end = wire.now + limit
+    while wire.now < end:
+        wire.advance(step, step)
+        if done():
+            return wire.now
+    return None
+
+
+def wire_digest(log: list[tuple[str, Datagram]]) -> str:
+    """SHA-256 over direction tags and datagram bytes, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for tag, d in log:
+        h.update(tag.encode() + len(d.data).to_bytes(4, "big") + d.data)
+    return h.hexdigest()
