@@ -243,8 +243,8 @@ class IkeV2Endpoint:
             sa = self._sas.get(header.spi_i)
             if sa is not None and header.exchange == ExchangeType.IKE_SA_INIT:
                 sa._last_raw = data
-        if sa is None or (header.exchange != ExchangeType.IKE_SA_INIT and sa.spi_r != header.spi_r
-                          and sa.state is not State.INIT_SENT):
+        if sa is None or (header.exchange != ExchangeType.IKE_SA_INIT
+                          and (sa.spi_r != header.spi_r or sa.spi_i != header.spi_i)):
             self._count("unknown_spi")
             return
         if sa.state is State.HALF_OPEN:

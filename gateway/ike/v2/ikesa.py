@@ -152,6 +152,7 @@ class Outstanding:
 
     message_id: int
     kind: str
+    exchange: int
     datagrams: list[bytes] = field(repr=False)
     on_response: Callable[[Message, float], None] = field(repr=False)
     first_sent: float
@@ -281,7 +282,7 @@ class IkeSa:
         self.next_request_id += 1
         datagrams = self._encode(exchange, mid, payloads, False)
         timing = self.ctx.timing
-        self.outstanding = Outstanding(mid, kind, datagrams, on_response, now,
+        self.outstanding = Outstanding(mid, kind, exchange, datagrams, on_response, now,
                                        now + timing.retransmit_timeout,
                                        give_up_at=now + budget if budget else None)
         if budget:
@@ -300,7 +301,8 @@ class IkeSa:
         self._next_task(now)
 
     def _next_task(self, now: float) -> None:
-        if self.outstanding is None and self.queue and self.state in (State.ESTABLISHED, State.REKEYED):
+        # A task may find nothing to do (its SA went away meanwhile): go on to the next.
+        while self.outstanding is None and self.queue and self.state in (State.ESTABLISHED, State.REKEYED):
             _, start = self.queue.pop(0)
             start(now)
 
@@ -580,7 +582,7 @@ class IkeSa:
     # CHILD_SA creation (1.3, 2.17) — shared by IKE_AUTH and CREATE_CHILD_SA
     # =====================================================================================
     def _child_request(self, child: ChildConfig, now: float, *, ike_auth: bool,
-                       rekey: ChildSa | None = None) -> _ChildRequest:
+                       rekey: ChildSa | None = None, group_id: int | None = None) -> _ChildRequest:
         spi = self.ctx.allocate_spi()
         proposals = build_proposals(list(child.proposals), ProtocolId.ESP, spi.to_bytes(4, "big"),
                                     include_dh=not ike_auth)
@@ -589,7 +591,8 @@ class IkeSa:
             req.nonce = self.ctx.random(NONCE_SIZE)
             groups = [g for s in child.proposals for g in s.dh]
             if groups:
-                req.keyex = groups[0].generate(self.ctx.random)
+                group = next((g for g in groups if g.id == group_id), groups[0])
+                req.keyex = group.generate(self.ctx.random)
         return req
 
     def _finish_child(self, req: _ChildRequest, msg: Message, now: float, *, initiator: bool,
@@ -610,20 +613,20 @@ class IkeSa:
             return
         chosen = accept_response(req.proposals, sa.proposals, ignore_dh=ike_auth)
         if chosen is None or len(chosen.spi) != 4:
-            self.ctx.release_spi(req.spi_in)
+            self._refuse_child(req.spi_in, now)
             detail = f"peer chose {describe_proposals(sa.proposals)}, not one we offered"
             self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "child", "bad_proposal", detail))
             return
         if not (isinstance(tsi, TsPayload) and isinstance(tsr, TsrPayload)
                 and within(tsi.selectors, req.config.local_ts)
                 and within(tsr.selectors, req.config.remote_ts)):
-            self.ctx.release_spi(req.spi_in)
+            self._refuse_child(req.spi_in, now)
             self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "child", "ts_unacceptable",
                                             "peer's traffic selectors are not within ours"))
             return
         mode = "transport" if msg.notify(NotifyType.USE_TRANSPORT_MODE) else "tunnel"
         if mode != req.config.mode:
-            self.ctx.release_spi(req.spi_in)
+            self._refuse_child(req.spi_in, now)
             self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "child", "mode_mismatch",
                                             f"we asked for {req.config.mode} mode, peer chose {mode}"))
             return
@@ -632,19 +635,31 @@ class IkeSa:
         if not ike_auth and suite.dh is not None:
             ke = msg.find(KePayload)
             if req.keyex is None or not isinstance(ke, KePayload) or ke.group != suite.dh.id:
-                self.ctx.release_spi(req.spi_in)
+                self._refuse_child(req.spi_in, now)
                 self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "child", "invalid_ke",
                                                 "PFS group in the answer does not match our KE"))
                 return
             try:
                 shared = req.keyex.shared_secret(ke.data)
             except InvalidKeyExchange as exc:
-                self.ctx.release_spi(req.spi_in)
+                self._refuse_child(req.spi_in, now)
                 self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "child", "invalid_ke", str(exc)))
                 return
         self._install_child(req.config, suite, req.spi_in, int.from_bytes(chosen.spi, "big"), mode,
                             tuple(tsi.selectors), tuple(tsr.selectors), nonce_i, nonce_r, shared,
                             we_initiated=True, now=now, rekey=req.rekey)
+
+    def _refuse_child(self, spi_in: int, now: float) -> None:
+        """The peer installed a CHILD_SA we cannot accept: delete it (1.3.1)."""
+
+        def start(now: float) -> None:
+            def on_response(msg: Message, now: float) -> None:
+                self.ctx.release_spi(spi_in)
+
+            self._request("child_delete", ExchangeType.INFORMATIONAL,
+                          [DeletePayload(ProtocolId.ESP, [spi_in.to_bytes(4, "big")])], on_response, now)
+
+        self._enqueue(f"child_refuse:{spi_in}", start, now)
 
     def _install_child(self, config: ChildConfig, suite: NegotiatedSuite, spi_in: int, spi_out: int,
                        mode: str, local_ts: tuple[TsRange, ...], remote_ts: tuple[TsRange, ...],
@@ -686,7 +701,7 @@ class IkeSa:
             return
         if header.is_response:
             out = self.outstanding
-            if out is None or out.message_id != header.message_id:
+            if out is None or out.message_id != header.message_id or out.exchange != header.exchange:
                 self._note("ike.unexpected_response", "debug", ike_sa=self.ident, message=header.describe())
                 return
         else:
@@ -722,6 +737,9 @@ class IkeSa:
         try:
             payloads = decode_payloads(header.next_payload, data[28:], 28)
             if header.exchange == ExchangeType.IKE_SA_INIT:
+                if self.state not in (State.INIT_SENT, State.HALF_OPEN):
+                    self._note("ike.unexpected_init", "debug", ike_sa=self.ident, message=header.describe())
+                    return None
                 return Message(header, payloads)
             if not payloads or not isinstance(payloads[-1], (EncryptedPayload, EncryptedFragment)):
                 self._note("ike.unprotected", "warning", ike_sa=self.ident, message=header.describe())
@@ -976,6 +994,11 @@ class IkeSa:
         return next((c for c in self.children if c.spi_in == spi), None)
 
     def _remove_child(self, child: ChildSa, reason: str) -> None:
+        owner: IkeSa | None = self
+        while owner is not None and child not in owner.children:
+            owner = owner.replaced_by  # it moved to the IKE SA that replaced this one
+        if owner is not None and owner is not self:
+            return owner._remove_child(child, reason)
         if child in self.children:
             self.children.remove(child)
             self.ctx.release_spi(child.spi_in)
@@ -991,8 +1014,14 @@ class IkeSa:
             return self._respond(msg.header, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
         if self.state is not State.ESTABLISHED:
             return self._respond(msg.header, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
+        busy = self.outstanding.kind if self.outstanding is not None else ""
         if sa.proposals and sa.proposals[0].protocol == ProtocolId.IKE:
+            if busy.startswith("child_rekey") or busy == "child_create":
+                # 2.25: our CHILD_SA exchange would land on an IKE SA about to go away.
+                return self._respond(msg.header, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
             return self._on_rekey_ike(msg, sa, nonce, now)
+        if busy == "ike_rekey":
+            return self._respond(msg.header, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
         rekey_notify = msg.notify(NotifyType.REKEY_SA)
         old: ChildSa | None = None
         if rekey_notify is not None:
@@ -1064,6 +1093,18 @@ class IkeSa:
         if inherit:
             new.children = self.children
             self.children = []
+            # CHILD_SA work still queued here continues on the new IKE SA.
+            for kind, _ in self.queue:
+                what, _, spi_text = kind.partition(":")
+                spi = int(spi_text) if spi_text.isdigit() else -1
+                moved = new._child_by_in(spi)
+                if what == "child_rekey" and moved is not None:
+                    new.rekey_child(moved, now)
+                elif what == "child_delete" and moved is not None:
+                    new.delete_child(moved, now, reason="rekeyed" if moved.state == "rekeyed" else "deleted")
+                elif what == "child_refuse":
+                    new._refuse_child(spi, now)
+            self.queue = [q for q in self.queue if not q[0].startswith("child_")]
             self.state = State.REKEYED
             self.replaced_by = new
             self.delete_at = now + 30.0  # if the peer never deletes the old SA, we do
@@ -1077,11 +1118,13 @@ class IkeSa:
     # our own requests once established: rekey, DPD, delete
     # =====================================================================================
     def rekey_child(self, child: ChildSa, now: float) -> None:
-        def start(now: float) -> None:
+        kind = f"child_rekey:{child.spi_in}"
+
+        def start(now: float, group_id: int | None = None) -> None:
             if child not in self.children or child.state != "installed":
                 return
             child.state = "rekeying"
-            req = self._child_request(child.config, now, ike_auth=False, rekey=child)
+            req = self._child_request(child.config, now, ike_auth=False, rekey=child, group_id=group_id)
             payloads: list[Payload] = [NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP,
                                                      child.spi_in.to_bytes(4, "big"))]
             if child.mode == "transport":
@@ -1093,7 +1136,24 @@ class IkeSa:
 
             def on_response(msg: Message, now: float) -> None:
                 nonce = msg.find(NoncePayload)
+                invalid_ke = msg.notify(NotifyType.INVALID_KE_PAYLOAD)
+                if invalid_ke is not None and group_id is None and len(invalid_ke.data) >= 2:
+                    # 1.3: try once more with the PFS group the responder names, if ours.
+                    wanted = struct.unpack("!H", invalid_ke.data[:2])[0]
+                    if wanted in {g.id for s in child.config.proposals for g in s.dh}:
+                        self.ctx.release_spi(req.spi_in)
+                        child.state = "installed"
+                        self._note("ike.child_invalid_ke_retry", connection=self.name, group=wanted)
+                        self.queue.insert(0, (kind, lambda now: start(now, wanted)))
+                        return
+                if msg.notify(NotifyType.TEMPORARY_FAILURE) is not None:
+                    # 2.25: the peer is busy with another exchange on this SA; retry soon.
+                    self.ctx.release_spi(req.spi_in)
+                    child.state = "installed"
+                    child.rekey_at = now + 2.0 + self.ctx.random(1)[0] / 64
+                    return
                 if not isinstance(nonce, NoncePayload) and msg.error_notify() is None:
+                    self.ctx.release_spi(req.spi_in)
                     child.state = "installed"
                     return
                 nr = nonce.data if isinstance(nonce, NoncePayload) else b""
@@ -1122,7 +1182,7 @@ class IkeSa:
 
             self._request("child_rekey", ExchangeType.CREATE_CHILD_SA, payloads, on_response, now)
 
-        self._enqueue(f"child_rekey:{child.spi_in}", start, now)
+        self._enqueue(kind, start, now)
 
     def delete_child(self, child: ChildSa, now: float, reason: str = "deleted") -> None:
         def start(now: float) -> None:
@@ -1156,6 +1216,9 @@ class IkeSa:
                 if chosen is None or not isinstance(ke, KePayload) or not isinstance(nr, NoncePayload) \
                         or len(chosen.spi) != 8:
                     error = msg.error_notify()
+                    if error is not None and error.type == NotifyType.TEMPORARY_FAILURE:
+                        self.rekey_at = now + 2.0 + self.ctx.random(1)[0] / 64  # 2.25: retry soon
+                        return
                     self._note("ike.rekey_failed", "warning", connection=self.name,
                                detail=error.name if error else "bad answer")
                     self.rekey_at = now + 60.0
