@@ -354,3 +354,59 @@ def test_remote_access_client_gets_virtual_ip(tmp_path: Path) -> None:
         assert re.search(r"parsed IKE_AUTH response 1 \[ IDr AUTH CPRP\(ADDR DNS\)", log), log[-2000:]
         sent, received = topology.ping(topology.branch.gw_ns, topology.hq.lan_host, count=3)
         assert received == sent, f"ping from the virtual IP: {received}/{sent}\n{gw.log_tail(20)}"
+
+
+# -- many IKE SAs at once: cookies, and one refusal that touches nothing else ---------------------
+def _five_connections(t: Topology, bad_psk_for: str | None = None) -> dict[str, Any]:
+    cfg = our_config(t, start=True)
+    base = cfg["connections"].pop("branch")
+    for i in range(5):
+        conn = {**base, "remote_subnets": [f"10.2.0.{32 * i}/27"], "ike": {"start": "start",
+                                                                          "initial_contact": False}}
+        cfg["connections"][f"net{i}"] = conn
+    if bad_psk_for is not None:
+        cfg["connections"][bad_psk_for]["auth"] = {"method": "psk", "psk": "wrong-psk-for-this-one-only-0"}
+    return cfg
+
+
+def _addresses_in_each_slice(topology: Topology) -> None:
+    """strongSwan (kernel-libipsec) installs a CHILD_SA only if it has a local address
+    inside its traffic selector: give the branch gateway one in each /27."""
+    for i in range(1, 5):
+        topology.ns(topology.branch.gw_ns, "ip", "addr", "add", f"10.2.0.{32 * i + 1}/32", "dev", "lan0")
+
+
+def test_many_half_open_sas_use_cookies(tmp_path: Path) -> None:
+    """Five IKE SAs opened at once: strongSwan asks for COOKIEs beyond 3 half-open; all come up."""
+    settings = PeerSettings(remote_ts="10.1.0.0/24", local_ts="10.2.0.0/24")
+
+    def config(t: Topology) -> dict[str, Any]:
+        _addresses_in_each_slice(t)
+        return _five_connections(t)
+
+    with interop(tmp_path, settings, config) as (topology, peer, gw):
+        up = wait_for(lambda: established(gw), lambda sas: len(sas) == 5, timeout=30)
+        assert len(up) == 5, f"{len(up)} of 5 up:\n{gw.log_tail(40)}"
+        assert "ike.cookie_requested" in gw.log_text(), "strongSwan sent no COOKIE (threshold changed?)"
+        assert "IKE_SA_INIT response 0 [ N(COOKIE) ]" in peer.log_text()
+        ping_ok(topology)
+
+
+def test_refusal_leaves_other_tunnels_alone(tmp_path: Path) -> None:
+    settings = PeerSettings(remote_ts="10.1.0.0/24", local_ts="10.2.0.0/24")
+
+    def config(t: Topology) -> dict[str, Any]:
+        _addresses_in_each_slice(t)
+        return _five_connections(t, bad_psk_for="net4")
+
+    with interop(tmp_path, settings, config) as (topology, peer, gw):
+        up = wait_for(lambda: established(gw), lambda sas: len(sas) == 4, timeout=30)
+        assert sorted(s["name"] for s in up) == ["net0", "net1", "net2", "net3"]
+        assert wait_for(lambda: re.search(r"ike\.auth_failed connection=net4 .*reason=peer_refused",
+                                          gw.log_text()), bool, timeout=10)
+        assert "N(AUTH_FAILED)" in peer.log_text()
+        run = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=50, interval=0.02)
+        sent, received = run.result()
+        assert sent == received
+        assert gw.request("status")["ike"]["failures"].get("auth_failed:peer_refused", 0) >= 1
+        assert len(established(gw)) == 4
