@@ -207,6 +207,7 @@ class Proposals(Strict):
 
 class Lifetimes(Strict):
     ike: Duration = 14400
+    reauth: Duration | None = None
     child: Duration = 3600
     jitter: float = Field(0.1, ge=0.0, le=0.5)
     child_bytes: Size | None = None

@@ -410,3 +410,20 @@ def test_refusal_leaves_other_tunnels_alone(tmp_path: Path) -> None:
         assert sent == received
         assert gw.request("status")["ike"]["failures"].get("auth_failed:peer_refused", 0) >= 1
         assert len(established(gw)) == 4
+
+
+def test_reauthentication_loses_no_ping(tmp_path: Path) -> None:
+    """We reauthenticate every 3 s (2.8.3, make-before-break) while pinging."""
+    config = lambda t: our_config(t, start=True, conn_extra={"lifetimes": {"reauth": "3s"}})  # noqa: E731
+    with interop(tmp_path, PeerSettings(), config) as (topology, peer, gw):
+        first = wait_established(gw)
+        ping_ok(topology)
+        sent, received = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=300,
+                                 interval=0.02).result()
+        log = gw.log_text()
+        assert len(re.findall(r"ike\.reauthenticated ", log)) >= 2, log[-3000:]
+        assert wait_established(gw)["ike_sa"] != first["ike_sa"]
+        assert sent == received, f"lost {sent - received} of {sent} pings across reauthentications"
+        # Between reauthentications (each takes milliseconds) strongSwan holds one IKE SA.
+        assert wait_for(lambda: len(peer.list_sas()), lambda n: n == 1, timeout=5) == 1, \
+            "strongSwan kept old IKE SAs"

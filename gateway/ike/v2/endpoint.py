@@ -170,7 +170,12 @@ class IkeV2Endpoint:
         if not self._active(name):
             self._start(name, now)
 
-    def _start(self, name: str, now: float) -> IkeSa:
+    def reauthenticate(self, ike_sa: IkeSa, now: float) -> None:
+        """2.8.3: a new IKE SA (and CHILD_SA) from scratch; the old one goes once it is up."""
+        new = self._start(ike_sa.name, now, reauth_of=ike_sa)
+        self._note("ike.reauthenticating", connection=ike_sa.name, old=ike_sa.ident, new=new.ident)
+
+    def _start(self, name: str, now: float, reauth_of: IkeSa | None = None) -> IkeSa:
         cfg = self.configs[name]
         assert cfg.remote_address is not None
         delay = self._backoff.get(name, 0.0)
@@ -182,6 +187,7 @@ class IkeV2Endpoint:
         sa = IkeSa(self, initiator=True, config=cfg, spi_i=self._new_ike_spi(), spi_r=bytes(8),
                    local=(self.local_address, local_port), remote=(cfg.remote_address, remote_port), now=now)
         self._sas[sa.spi_i] = sa
+        sa.reauth_of = reauth_of
         self._note("ike.initiate", connection=name, peer=sa.remote_str)
         sa.start(now)
         return sa

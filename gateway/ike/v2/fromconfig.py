@@ -142,7 +142,8 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         name, local, remote, tuple(parse_ike_proposal(p) for p in conn.proposals.ike), child,
         local_id, remote_id, psk=auth.psk, certificate=auth.certificate, private_key=auth.private_key,
         intermediates=auth.intermediates, trust=auth.trust, rsa_pss=conn.ike.rsa_pss,
-        ike_lifetime=life.ike, dpd_interval=conn.dpd.interval, dpd_timeout=conn.dpd.timeout,
+        ike_lifetime=life.ike, reauth_time=life.reauth, dpd_interval=conn.dpd.interval,
+        dpd_timeout=conn.dpd.timeout,
         dpd_action=conn.dpd.action, force_encap=conn.encapsulation == "udp",
         fragmentation=conn.ike.fragmentation, fragment_size=conn.ike.fragment_size,
         remote_port=conn.ike.remote_port, initial_contact=conn.ike.initial_contact, pool=conn.pool)

@@ -118,6 +118,7 @@ class Context(Protocol):
     def release(self, pool: str, address: ipaddress.IPv4Address) -> None: ...
     def pool_dns(self, pool: str) -> tuple[ipaddress.IPv4Address, ...]: ...
     def initial_contact(self, ike_sa: IkeSa) -> None: ...
+    def reauthenticate(self, ike_sa: IkeSa, now: float) -> None: ...
 
 
 @dataclass
@@ -224,6 +225,8 @@ class IkeSa:
         self.keepalive_at: float | None = None
         self.redundant = False  # the loser of a rekey collision: closes without a report
         self.virtual_ip: ipaddress.IPv4Address | None = None
+        self.reauth_at: float | None = None
+        self.reauth_of: IkeSa | None = None  # the SA this one reauthenticates (2.8.3)
         self._init_proposals: list[Proposal] = []
 
     # -- naming -------------------------------------------------------------------------
@@ -448,7 +451,7 @@ class IkeSa:
         octets = authdata.signed_octets(self.suite.prf, self.init_request, self.nonce_r,  # type: ignore[union-attr]
                                         self.sk_pi, id_payload.body_for_auth())
         payloads.append(self._make_auth(octets))
-        if cfg.initial_contact:
+        if cfg.initial_contact and self.reauth_of is None:  # 2.4: not while the old SA lives
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         request = self._child_request(cfg.child, now, ike_auth=True)
         if cfg.child.mode == "transport":
@@ -521,6 +524,11 @@ class IkeSa:
         if request is not None:
             self._finish_child(request, msg, now, initiator=True, nonce_i=self.nonce_i, nonce_r=self.nonce_r,
                                ike_auth=True)
+        old, self.reauth_of = self.reauth_of, None
+        if old is not None and old.state is State.ESTABLISHED:
+            # Make-before-break (2.8.3): the new SAs carry traffic; now the old ones go.
+            self._note("ike.reauthenticated", connection=self.name, old=old.ident, new=self.ident)
+            old.delete_ike(now, reason="reauthenticated", quiet=True)
 
     def _verify_auth(self, cfg: PeerConfig, peer_id: Identity, auth: AuthPayload, octets: bytes,
                      msg: Message, now: float) -> tuple[str, str] | None:
@@ -569,6 +577,8 @@ class IkeSa:
         self.established_at = now
         self.last_received = now
         self.rekey_at = now + self._jittered(cfg.ike_lifetime)
+        if cfg.reauth_time and cfg.remote_address is not None:
+            self.reauth_at = now + self._jittered(cfg.reauth_time)
         self.ctx.emit(IkeSaUp(self.name, self.ident, f"{self.local[0]}:{self.local[1]}", self.remote_str,
                               self.initiator, self.suite.name, str(cfg.local_id), str(self.peer_id),
                               self.nat_local, self.nat_remote, self.auth_used, round(now - self.started, 3)))
@@ -1341,6 +1351,8 @@ class IkeSa:
             assert cfg is not None
             if self.rekey_at is not None:
                 times.append(self.rekey_at)
+            if self.reauth_at is not None:
+                times.append(self.reauth_at)
             if cfg.dpd_interval:
                 times.append(self.last_received + cfg.dpd_interval)
             if self.nat_local:
@@ -1372,6 +1384,10 @@ class IkeSa:
             return
         cfg = self.config
         assert cfg is not None
+        if self.reauth_at is not None and now >= self.reauth_at:
+            self.reauth_at = None
+            self.rekey_at = None  # the new IKE SA replaces this one
+            self.ctx.reauthenticate(self, now)
         if self.rekey_at is not None and now >= self.rekey_at:
             self.rekey_at = None
             self.rekey_ike(now)

@@ -56,6 +56,7 @@ class PeerConfig:
     trust: Any = None  # gateway.ike.certs.TrustStore
     rsa_pss: bool = False
     ike_lifetime: int = 14400
+    reauth_time: int | None = None  # a fresh IKE SA (new authentication) this often (2.8.3)
     dpd_interval: float | None = 30.0
     dpd_timeout: float = 30.0
     dpd_action: str = "restart"  # clear | restart | hold
