@@ -18,7 +18,7 @@ from gateway import __version__
 from gateway.config import LoadedConfig
 from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
-from gateway.dataplane.engine import Dataplane, IkeDatagram, SaExhausted
+from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
 from gateway.dataplane.sa import Mode
 from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
@@ -247,6 +247,19 @@ class Gateway:
             level = getattr(logging, ev.level.upper(), logging.INFO)
             event(log, ev.what, level, **dict(ev.fields))
 
+    def _acquire(self, name: str) -> None:
+        """Traffic waits on a connection without SAs: with DPD action "hold" it comes back
+        up on demand (the trap that demand-dial builds on)."""
+        ike = self.ike
+        conn = self.config.connections.get(name)
+        if ike is None or conn is None or conn.keying != "ike" or conn.dpd.action != "hold":
+            return
+        if conn.remote == "%any" or ike.established(name):
+            return
+        event(log, "ike.acquire", connection=name, detail="traffic for a held connection: initiating")
+        ike.initiate(name, time.monotonic(), keep_up=False)
+        self._ike_flush()
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -258,6 +271,10 @@ class Gateway:
         if ike is None:
             return
         now = time.monotonic()
+        for tunnel in self.ike_tunnels.tunnels.values():
+            policy = tunnel.policy
+            if policy.acquired and policy.esp_out is None and not ike.negotiating(tunnel.name):
+                policy.acquired = False  # the last attempt is over: the next packet may retry
         for tunnel in self.ike_tunnels.tunnels.values():
             for spi, pair in tunnel.pairs.items():
                 sa = ike.ike_sa_of_child(spi)
@@ -366,7 +383,9 @@ class Gateway:
         self._ike_liveness()
         while self.engine.events:
             ev = self.engine.events.popleft()
-            if isinstance(ev, SaExhausted):
+            if isinstance(ev, Acquire):
+                self._acquire(ev.policy)
+            elif isinstance(ev, SaExhausted):
                 event(log, "sa.seq_exhausted", logging.ERROR, connection=ev.sa_name,
                       spi=f"0x{ev.spi:08x}", detail="sequence numbers used up: rekey required")
         now = time.monotonic()

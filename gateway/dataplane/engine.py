@@ -44,6 +44,14 @@ class SaExhausted:
 
 
 @dataclass(frozen=True)
+class Acquire:
+    """Traffic matched a protecting policy that has no SA yet (RFC 4301 5.1.1, an
+    "acquire"): the IKE side may bring the connection up (trap, DPD hold)."""
+
+    policy: str
+
+
+@dataclass(frozen=True)
 class IkeDatagram:
     """An IKE message: from UDP 500, or from UDP 4500 after the non-ESP marker."""
 
@@ -137,6 +145,9 @@ class Dataplane:
             return SEND_ESP, data, (sa.remote_str, 0)
         sa = policy.ah_out
         if sa is None:
+            if not policy.acquired:  # once until an SA is installed: a flood makes one event
+                policy.acquired = True
+                self.events.append(Acquire(policy.name))
             raise Dropped(DropReason.NO_SA)
         if policy.mode is Mode.TUNNEL:
             header = ip.build_header(sa.local_packed, sa.remote_packed, ip.PROTO_AH, 0,

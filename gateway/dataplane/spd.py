@@ -34,6 +34,7 @@ class Policy:
     esp_out: SecurityAssociation | None = None
     ah_out: SecurityAssociation | None = None
     hits: int = field(default=0)
+    acquired: bool = field(default=False)  # an Acquire was reported since the SA went
 
     @property
     def uses_ports(self) -> bool:

@@ -427,3 +427,28 @@ def test_reauthentication_loses_no_ping(tmp_path: Path) -> None:
         # Between reauthentications (each takes milliseconds) strongSwan holds one IKE SA.
         assert wait_for(lambda: len(peer.list_sas()), lambda n: n == 1, timeout=5) == 1, \
             "strongSwan kept old IKE SAs"
+
+
+def test_dpd_hold_retraps_on_traffic(tmp_path: Path) -> None:
+    """DPD action hold: the dead peer's SAs go, the policy stays, and traffic brings the
+    tunnel back once the peer returns (the trap demand-dial builds on)."""
+    config = lambda t: our_config(t, conn_extra={"dpd": {"interval": "2s", "timeout": "4s",  # noqa: E731
+                                                          "action": "hold"}})
+    with interop(tmp_path, PeerSettings(), config) as (topology, peer, gw):
+        peer.initiate()
+        wait_established(gw)
+        peer.kill()
+        assert wait_for(lambda: ike_sas(gw), lambda sas: not sas, timeout=15) == []
+        assert "action=hold" in gw.log_text()
+        # Held: traffic to the branch is dropped (no SA), never sent in clear.
+        sent, received = topology.ping(topology.hq.lan_ns, topology.branch.lan_host, count=2)
+        assert received == 0
+        peer.start()
+        run = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=40, interval=0.2)
+        sent, received = run.result()
+        assert "ike.acquire" in gw.log_text()
+        assert established(gw), gw.log_tail(30)
+        # The attempt the held traffic started while the peer was down is answered at its
+        # next retransmission (4 s, then 7.2 s later): the pings before that are lost.
+        assert received >= 10, f"{received}/{sent} after the peer came back"
+        ping_ok(topology)

@@ -369,6 +369,10 @@ class IkeV2Endpoint:
                 return sa
         return None
 
+    def negotiating(self, name: str) -> bool:
+        """Whether any IKE SA of the connection is still alive (connecting or up)."""
+        return self._active(name)
+
     def established(self, name: str) -> bool:
         return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
 
