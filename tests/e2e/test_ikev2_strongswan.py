@@ -267,27 +267,37 @@ def _pki(directory: Path, kind: str, topology_prefix: str = "") -> dict[str, Any
 
 
 def cert_config(files: dict[str, Any], *, start: bool = False, remote_id: str | None = "branch.gateway.lab",
-                ) -> Any:
+                rsa_pss: bool = False) -> Any:
     auth: dict[str, Any] = {"method": "cert", "cert": str(files["chain"]), "key": str(files["hq"].key_path),
                             "ca": [str(files["root"].cert_path)], "id": "hq.gateway.lab"}
     if remote_id is not None:
         auth["remote_id"] = remote_id
-    return lambda t: our_config(t, start=start, conn_extra={"auth": auth})
+    return lambda t: our_config(t, start=start, conn_extra={"auth": auth, "ike": {
+        "start": "start" if start else "none", "rsa_pss": rsa_pss}})
 
 
-@pytest.mark.parametrize("kind", ["rsa", "ecdsa256"])
+@pytest.mark.parametrize("kind", ["rsa", "rsa-pss", "ecdsa256", "ecdsa384"])
 @pytest.mark.parametrize("initiator", ["strongswan", "us"])
 def test_certificates(tmp_path: Path, kind: str, initiator: str) -> None:
+    pss = kind == "rsa-pss"
+    kind = "rsa" if pss else kind
     files = _pki(tmp_path / "pki", kind)
     # strongSwan trusts the root; it has the issuing CA too (its own chain) as a CA cert.
     settings = PeerSettings(auth="pubkey", cert=files["br"].cert_path, key=files["br"].key_path,
                             cacerts=[files["root"].cert_path, files["inter"].cert_path],
                             local_id="branch.gateway.lab", remote_id="hq.gateway.lab")
-    with interop(tmp_path, settings, cert_config(files, start=initiator == "us")) as (topology, peer, gw):
+    with interop(tmp_path, settings, cert_config(files, start=initiator == "us", rsa_pss=pss)) as (
+            topology, peer, gw):
         if initiator == "strongswan":
             peer.initiate()
         sa = wait_established(gw)
         assert sa["auth"].startswith("pubkey"), sa
+        if pss:  # strongSwan verified our RSASSA-PSS signature (RFC 7427)
+            pattern = r"authentication of 'hq.gateway.lab' with RSA_EMSA_PSS_SHA2_\d+(_SALT_\d+)? successful"
+            assert re.search(pattern, peer.log_text()), peer.log_text()[-2000:]
+        if kind == "ecdsa384":
+            assert re.search(r"authentication of 'hq.gateway.lab' with ECDSA_WITH_SHA384_DER successful",
+                             peer.log_text()), peer.log_text()[-2000:]
         assert sa["remote_id"] == "branch.gateway.lab"
         ping_ok(topology)
         log = peer.log_text()
