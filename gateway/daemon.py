@@ -421,6 +421,7 @@ class Gateway:
                 "packets_in": in_sa.counters.packets, "bytes_in": in_sa.counters.bytes,
                 "drops_in": in_sa.counters.drops,
             })
+        connections += self._ike_connections()
         backend = self.backend
         return {
             "name": self.config.gateway.name, "version": __version__, "pid": os.getpid(),
@@ -439,6 +440,36 @@ class Gateway:
                 "dropped": dict(self.ike.counters) if self.ike else {},
             },
         }
+
+    def _ike_connections(self) -> list[dict[str, Any]]:
+        """IKE connections in `status`: state, peer, the active pair's algorithm and counters."""
+        ike = self.ike
+        if ike is None:
+            return []
+        now = time.monotonic()
+        sas = ike.sas(now)
+        out = []
+        for name, peer in ike.configs.items():
+            mine = [sa for sa in sas if sa["name"] == name]
+            state = "up" if any(sa["state"] == "established" for sa in mine) else (
+                mine[0]["state"] if mine else "down")
+            tunnel = self.ike_tunnels.tunnels.get(name)
+            out_sa = tunnel.policy.esp_out if tunnel else None
+            in_sas = [p.inbound for p in tunnel.pairs.values()] if tunnel else []
+            conn = self.config.connections[name]
+            out.append({
+                "name": name, "state": state, "keying": "ike", "mode": conn.mode,
+                "peer": mine[0]["remote"] if mine else (peer.remote_address or "%any"),
+                "local": [str(n) for n in conn.local_subnets],
+                "remote": [str(n) for n in conn.remote_subnets],
+                "algorithm": out_sa.algorithm if out_sa else "-",
+                "packets_out": out_sa.counters.packets if out_sa else 0,
+                "bytes_out": out_sa.counters.bytes if out_sa else 0,
+                "packets_in": sum(sa.counters.packets for sa in in_sas),
+                "bytes_in": sum(sa.counters.bytes for sa in in_sas),
+                "drops_in": sum(sa.counters.drops for sa in in_sas),
+            })
+        return out
 
     def sas(self) -> dict[str, Any]:
         ike = self.ike.sas(time.monotonic()) if self.ike is not None else []

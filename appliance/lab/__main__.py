@@ -56,10 +56,16 @@ def demo(args: argparse.Namespace, keep: bool) -> int:
         sent, got = topo.ping(topo.hq.lan_ns, topo.branch.lan_host, count=2, wait=0.5)
         say(f"without a tunnel: ping hq-lan {topo.hq.lan_host} -> branch-lan "
             f"{topo.branch.lan_host}: {got}/{sent} replies (the internet cannot route 10.x)")
+        keys = "IKEv2, pre-shared key" if args.keying == "ike" else "manual keys"
         say(f"starting gateways: hq {topo.hq.gw_public} and branch {topo.branch.gw_public} "
-            f"(ESP {args.algorithm}, manual keys)")
-        with GatewayPair(topo, WORKDIR, algorithm=args.algorithm,
-                         encapsulation=args.encapsulation) as pair:
+            f"(ESP {args.algorithm}, {keys})")
+        with GatewayPair(topo, WORKDIR, algorithm=args.algorithm, encapsulation=args.encapsulation,
+                         keying=args.keying) as pair:
+            if args.keying == "ike":
+                started = time.monotonic()
+                pair.wait_tunnel()
+                say(f"IKEv2 tunnel up in {(time.monotonic() - started) * 1000:.0f} ms "
+                    "(branch initiated, hq answered)")
             sent, got = topo.ping(topo.hq.lan_ns, topo.branch.lan_host, count=5)
             say(f"through the tunnel: ping {topo.hq.lan_host} -> {topo.branch.lan_host}: "
                 f"{got}/{sent} replies")
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="gwlab-")
     parser.add_argument("--algorithm", default="aes128gcm16")
     parser.add_argument("--encapsulation", choices=["none", "udp"], default="none")
+    parser.add_argument("--keying", choices=["ike", "manual"], default="ike")
     parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args(argv)
     try:

@@ -157,7 +157,7 @@ class GatewayPair:
     def __init__(self, topology: Topology, workdir: Path, *, algorithm: str = "aes128gcm16",
                  encapsulation: str = "none", protocol: str = "esp", mode: str = "tunnel",
                  esn: bool = True, replay_window: int = 1024, edge: bool = True,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", keying: str = "manual") -> None:
         self.topology = topology
         self.workdir = Path(workdir)
         self.algorithm = algorithm
@@ -168,6 +168,8 @@ class GatewayPair:
         self.replay_window = replay_window
         self.edge = edge
         self.log_level = log_level
+        self.keying = keying
+        self.psk = os.urandom(24).hex()
         hq, br = topology.hq, topology.branch
         self.keys = {
             "hq->branch": _random_sa(0x1000 + 1, hq.gw_public, br.gw_public, algorithm, protocol),
@@ -196,10 +198,16 @@ class GatewayPair:
     def _config(self, name: str, site: Site, peer: Site, out: SaKeys, inb: SaKeys) -> dict[str, Any]:
         conn: dict[str, Any] = {
             "remote": peer.gw_public, "mode": self.mode, "protocol": self.protocol,
-            "encapsulation": self.encapsulation, "keying": "manual",
-            "manual": {"esn": self.esn, "replay_window": self.replay_window,
-                       "outbound": self._sa_spec(out), "inbound": self._sa_spec(inb)},
+            "encapsulation": self.encapsulation, "keying": self.keying,
         }
+        if self.keying == "manual":
+            conn["manual"] = {"esn": self.esn, "replay_window": self.replay_window,
+                              "outbound": self._sa_spec(out), "inbound": self._sa_spec(inb)}
+        else:  # IKEv2 with a fresh PSK; the branch dials HQ
+            conn["encapsulation"] = "udp" if self.encapsulation == "udp" else "auto"
+            conn["auth"] = {"method": "psk", "psk": self.psk}
+            conn["proposals"] = {"esp": [self.algorithm]}
+            conn["ike"] = {"start": "start" if name == "branch" else "none"}
         if self.mode == "tunnel":
             conn["local_subnets"] = [site.lan_subnet]
             conn["remote_subnets"] = [peer.lan_subnet]
@@ -241,6 +249,17 @@ class GatewayPair:
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         return _tail(self.log_path(name), lines)
+
+    def wait_tunnel(self, timeout: float = 15.0) -> None:
+        """With IKE keying: wait until both gateways have an IKE SA with a CHILD_SA."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(any(sa["state"] == "established" and sa["children"]
+                       for sa in self.status(name, "sas")["ike_sas"]) for name in ("hq", "branch")):
+                return
+            time.sleep(0.05)
+        raise LabError(f"IKE tunnel not up within {timeout} s:\n{self.log_tail('hq')}\n"
+                       f"{self.log_tail('branch')}")
 
     def stop(self) -> None:
         for gw in self.gateways.values():
