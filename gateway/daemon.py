@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
@@ -146,15 +147,14 @@ class Gateway:
               control=cfg.control.socket, connections=len(self.tunnels))
         sd_notify("READY=1\nSTATUS=running")
 
-    def _config_dir(self) -> Any:
-        from pathlib import Path
-
+    def _config_dir(self) -> Path | None:
         return Path(self.loaded.path).resolve().parent if self.loaded.path else None
 
     # -- IKE -------------------------------------------------------------------------------
     def _start_ike(self, peers: list[Any]) -> None:
         cfg = self.config
-        self.ike = IkeV2Endpoint(str(cfg.gateway.public_address), peers, timing=fromconfig.timing(cfg),
+        epoch = time.time() - time.monotonic()  # certificates are judged by the wall clock
+        self.ike = IkeV2Endpoint(str(cfg.gateway.public_address), peers, timing=fromconfig.timing(cfg, epoch),
                                  cookie_threshold=cfg.ike.cookie_threshold, pools=fromconfig.pools(cfg))
         now = time.monotonic()
         for peer in peers:
@@ -283,7 +283,7 @@ class Gateway:
                 out, inb = pair.outbound.counters, pair.inbound.counters
                 if inb.packets != self._child_seen.get(spi):
                     self._child_seen[spi] = inb.packets
-                    sa.child_used(spi, now)
+                    sa.child_used(now)
                 sa.child_usage(spi, max(out.bytes, inb.bytes), max(out.packets, inb.packets), now)
         self._ike_flush()
 

@@ -63,13 +63,12 @@ def build_manual(name: str, conn: Connection, public_address: ipaddress.IPv4Addr
             return SecurityAssociation(protocol=51, ah=integ,
                                        integrity=integ.bind(spec.integrity_key.reveal()), **common)
         suite = parse_esp_suite(spec.algorithm)
-        enc_key = spec.encryption_key.reveal() if spec.encryption_key else b""
-        integrity = None
-        if suite.integrity is not None:
-            assert spec.integrity_key is not None
-            integrity = suite.integrity.bind(spec.integrity_key.reveal())
-        return SecurityAssociation(protocol=50, esp=suite, cipher=suite.encryption.bind(enc_key),
-                                   integrity=integrity, **common)
+        assert suite.integrity is None or spec.integrity_key is not None
+        return SecurityAssociation.build_esp(
+            name=name, spi=spec.spi, direction=direction, mode=mode, local=public_address, remote=remote,
+            suite=suite, encryption_key=spec.encryption_key.reveal() if spec.encryption_key else b"",
+            integrity_key=spec.integrity_key.reveal() if spec.integrity_key else b"", encap=encap,
+            esn=conn.manual.esn, selectors=selectors, replay_window=window)
 
     out_sa = make(conn.manual.outbound, Direction.OUT)
     in_sa = make(conn.manual.inbound, Direction.IN)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from gateway.crypto.algorithms import EspSuite
 from gateway.dataplane.engine import Dataplane
-from gateway.dataplane.replay import ReplayWindow
 from gateway.dataplane.sa import Direction, Mode, SecurityAssociation, UdpEncap
 from gateway.dataplane.selectors import SelectorPair, TrafficSelector
 from gateway.dataplane.spd import Policy
@@ -66,16 +66,13 @@ def build_pair(ev: ChildSaUp, replay_window: int) -> ChildPair:
     local = ipaddress.IPv4Address(ev.local)
     remote = ipaddress.IPv4Address(ev.remote)
 
-    def make(spi: int, direction: Direction, enc_key: bytes, integ_key: bytes) -> SecurityAssociation:
-        from gateway.crypto.algorithms import EspSuite
+    esp = EspSuite(suite.encryption, suite.integrity)
 
-        esp = EspSuite(suite.encryption, suite.integrity)
-        return SecurityAssociation(
-            name=ev.connection, spi=spi, protocol=50, direction=direction, mode=mode, local=local,
-            remote=remote, esp=esp, cipher=suite.encryption.bind(enc_key),
-            integrity=suite.integrity.bind(integ_key) if suite.integrity else None, encap=encap,
-            esn=suite.esn, selectors=selectors,
-            replay=ReplayWindow(replay_window, suite.esn) if direction is Direction.IN else None)
+    def make(spi: int, direction: Direction, enc_key: bytes, integ_key: bytes) -> SecurityAssociation:
+        return SecurityAssociation.build_esp(
+            name=ev.connection, spi=spi, direction=direction, mode=mode, local=local, remote=remote,
+            suite=esp, encryption_key=enc_key, integrity_key=integ_key, encap=encap, esn=suite.esn,
+            selectors=selectors, replay_window=replay_window)
 
     keys = ev.keys
     return ChildPair(make(ev.spi_out, Direction.OUT, keys.encr_out, keys.integ_out),
@@ -105,8 +102,8 @@ class TunnelTable:
         elif activate or tunnel.policy.esp_out is None:
             self._switch(tunnel, pair)
         tunnel.pairs[ev.spi_in] = pair
-        remote_nets = sorted({n for p in pair.outbound.selectors for n in [p.remote.network]})
-        local_nets = sorted({n for p in pair.outbound.selectors for n in [p.local.network]})
+        remote_nets = sorted({p.remote.network for p in pair.outbound.selectors})
+        local_nets = sorted({p.local.network for p in pair.outbound.selectors})
         if set(remote_nets) - set(tunnel.remote_nets):
             tunnel.remote_nets = sorted(set(tunnel.remote_nets) | set(remote_nets))
             new_routes = True

@@ -88,6 +88,18 @@ class SecurityAssociation:
             return self.esp.name
         return f"ah-{self.ah.name}" if self.ah else "?"
 
+    @classmethod
+    def build_esp(cls, *, name: str, spi: int, direction: Direction, mode: Mode,
+                  local: ipaddress.IPv4Address, remote: ipaddress.IPv4Address, suite: EspSuite,
+                  encryption_key: bytes, integrity_key: bytes, encap: UdpEncap | None, esn: bool,
+                  selectors: tuple[SelectorPair, ...], replay_window: int) -> SecurityAssociation:
+        """An ESP SA with its keys bound (manual keying and IKE both build them so)."""
+        return cls(name=name, spi=spi, protocol=50, direction=direction, mode=mode, local=local,
+                   remote=remote, esp=suite, cipher=suite.encryption.bind(encryption_key),
+                   integrity=suite.integrity.bind(integrity_key) if suite.integrity else None,
+                   encap=encap, esn=esn, selectors=selectors,
+                   replay=ReplayWindow(replay_window, esn) if direction is Direction.IN else None)
+
     def describe(self) -> dict[str, object]:
         """What `gateway sas` shows: never a key."""
         return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random as _random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -82,6 +83,9 @@ class Wire:
 
 def endpoints(cfg_a: PeerConfig, cfg_b: PeerConfig, *, seed: int = 1,
               timing: Timing | None = None) -> Wire:
+    # The fake clock starts at Wire.now; certificates are judged at the real time (the
+    # test is the shell here, and the shell owns the clocks).
+    timing = replace(timing or Timing(), epoch=time.time() - Wire.now)
     a = IkeV2Endpoint(cfg_a.local_address, [cfg_a], random=seeded(seed), timing=timing)
     b = IkeV2Endpoint(cfg_b.local_address, [cfg_b], random=seeded(seed + 1000), timing=timing)
     return Wire(a, b)

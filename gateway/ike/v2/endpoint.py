@@ -14,6 +14,7 @@ backoff).  Shaped like aioquic's QuicConnection: no sockets, no clock, no thread
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import ipaddress
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.crypto.dh import DH_GROUPS
 from gateway.ike.pool import AddressPool
 from gateway.ike.v2.constants import (
     IKE_PORT,
@@ -90,8 +92,24 @@ class IkeV2Endpoint:
     def random(self, n: int) -> bytes:
         return self._random(n)
 
+    def wall_time(self, now: float) -> datetime.datetime | None:
+        epoch = self.timing.epoch
+        return None if epoch is None else datetime.datetime.fromtimestamp(epoch + now, datetime.UTC)
+
     def emit(self, event: object) -> None:
         self._events.append(event)
+        if isinstance(event, PeerDead):
+            self._dead_peer_action(event)
+
+    def _dead_peer_action(self, event: PeerDead) -> None:
+        cfg = self.configs.get(event.connection)
+        if cfg is None:
+            return
+        if event.action == "restart" and cfg.remote_address is not None:
+            self.keep_up[cfg.name] = 0.0
+            self._backoff.pop(cfg.name, None)
+        elif event.action == "clear":
+            self.keep_up.pop(cfg.name, None)
 
     def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
         for d in datagrams:
@@ -146,7 +164,6 @@ class IkeV2Endpoint:
 
     def get_timer(self) -> float | None:
         times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
-        times += [sa.next_deadline() or 0.0 for sa in self._half_open.values()]
         times += [t for name, t in self.keep_up.items() if not self._active(name)]
         return min(times) if times else None
 
@@ -199,8 +216,8 @@ class IkeV2Endpoint:
                 return spi
 
     def _active(self, name: str) -> bool:
-        return any(sa.name == name and sa.state is not State.CLOSED and sa.initiator is not None
-                   and sa.state not in (State.REKEYED, State.DELETING) for sa in self._sas.values())
+        return any(sa.name == name and sa.state not in (State.CLOSED, State.REKEYED, State.DELETING)
+                   for sa in self._sas.values())
 
     def terminate(self, name: str, now: float) -> int:
         """Delete every IKE SA of a connection (and stop keeping it up)."""
@@ -240,22 +257,20 @@ class IkeV2Endpoint:
             key = (header.spi_i, remote[0], remote[1])
             existing = self._half_open.get(key)
             if existing is not None and existing.state is not State.CLOSED:
-                existing.receive(data, header, (self.local_address, local_port), remote, now)
+                existing.receive(data, header, remote, now)
                 return
             return self._on_init_request(data, header, local_port, remote, now)
         if header.from_initiator:
             sa = self._sas.get(header.spi_r)
         else:
             sa = self._sas.get(header.spi_i)
-            if sa is not None and header.exchange == ExchangeType.IKE_SA_INIT:
-                sa._last_raw = data
         if sa is None or (header.exchange != ExchangeType.IKE_SA_INIT
                           and (sa.spi_r != header.spi_r or sa.spi_i != header.spi_i)):
             self._count("unknown_spi")
             return
         if sa.state is State.HALF_OPEN:
             sa.local, sa.remote = (self.local_address, local_port), remote  # the initiator may float
-        sa.receive(data, header, (self.local_address, local_port), remote, now)
+        sa.receive(data, header, remote, now)
         self._collect()
 
     def _on_init_request(self, data: bytes, header: Header, local_port: int, remote: tuple[str, int],
@@ -266,7 +281,7 @@ class IkeV2Endpoint:
             self._count("malformed")
             self._note("ike.malformed", "warning", peer=f"{remote[0]}:{remote[1]}", detail=str(exc))
             return
-        msg = Message(header, payloads)
+        msg = Message(header, payloads, data)
         sa_p, ke, nonce = msg.find(SaPayload), msg.find(KePayload), msg.find(NoncePayload)
         if not (isinstance(sa_p, SaPayload) and isinstance(ke, KePayload)
                 and isinstance(nonce, NoncePayload)):
@@ -310,12 +325,9 @@ class IkeV2Endpoint:
                        wanted=group_id)
             answer = NotifyPayload(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group_id))
             return self._stateless(header, local_port, remote, [answer])
-        from gateway.crypto.dh import DH_GROUPS
-
         keyex = DH_GROUPS[group_id].generate(self._random)
         sa = IkeSa(self, initiator=False, config=config, spi_i=header.spi_i, spi_r=self._new_ike_spi(),
                    local=(self.local_address, local_port), remote=remote, now=now)
-        sa._last_raw = data
         if not sa.respond_init(msg, config, chosen, keyex, ke.data, now):
             self._count("invalid_ke")
             return
@@ -338,23 +350,13 @@ class IkeV2Endpoint:
         self._out.append(Datagram(header.encode() + body, local_port, remote))
 
     def _collect(self) -> None:
-        """Forget closed SAs; react to dead peers per the connection's DPD action."""
+        """Forget closed SAs."""
         for spi, sa in list(self._sas.items()):
             if sa.state is State.CLOSED:
                 del self._sas[spi]
         for key, sa in list(self._half_open.items()):
             if sa.state is not State.HALF_OPEN:
                 del self._half_open[key]
-        for ev in self._events:
-            if isinstance(ev, PeerDead):
-                cfg = self.configs.get(ev.connection)
-                if cfg is None:
-                    continue
-                if ev.action == "restart" and cfg.remote_address is not None:
-                    self.keep_up[cfg.name] = 0.0
-                    self._backoff.pop(cfg.name, None)
-                elif ev.action == "clear":
-                    self.keep_up.pop(cfg.name, None)
 
     def _note(self, what: str, level: str = "info", **fields: object) -> None:
         self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))

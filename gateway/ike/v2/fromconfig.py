@@ -142,7 +142,7 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         name, local, remote, tuple(parse_ike_proposal(p) for p in conn.proposals.ike), child,
         local_id, remote_id, psk=auth.psk, certificate=auth.certificate, private_key=auth.private_key,
         intermediates=auth.intermediates, trust=auth.trust, rsa_pss=conn.ike.rsa_pss,
-        ike_lifetime=life.ike, reauth_time=life.reauth, dpd_interval=conn.dpd.interval,
+        ike_lifetime=life.ike, jitter=life.jitter, reauth_time=life.reauth, dpd_interval=conn.dpd.interval,
         dpd_timeout=conn.dpd.timeout,
         dpd_action=conn.dpd.action, force_encap=conn.encapsulation == "udp",
         fragmentation=conn.ike.fragmentation, fragment_size=conn.ike.fragment_size,
@@ -153,8 +153,8 @@ def pools(config: Config) -> dict[str, AddressPool]:
     return {name: AddressPool(name, p.subnet, tuple(p.dns)) for name, p in config.pools.items()}
 
 
-def timing(config: Config) -> Timing:
+def timing(config: Config, epoch: float) -> Timing:
+    """``epoch``: wall-clock seconds at the daemon's monotonic zero (the shell's clocks)."""
     ike = config.ike
-    jitter = max((c.lifetimes.jitter for c in config.connections.values()), default=0.1)
     return Timing(retransmit_timeout=ike.retransmit_timeout, retransmit_tries=ike.retransmit_tries,
-                  jitter=jitter)
+                  epoch=epoch)

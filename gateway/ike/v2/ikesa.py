@@ -12,6 +12,7 @@ the `Context` the endpoint passes in; time is always a parameter.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import ipaddress
 import logging
@@ -20,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from gateway.crypto.dh import InvalidKeyExchange, KeyExchange
+from gateway.ike import certs, signatures
 from gateway.ike.identity import Identity, IdType
 from gateway.ike.pool import PoolExhausted
 from gateway.ike.v2 import authdata
@@ -108,6 +112,7 @@ class Context(Protocol):
     timing: Timing
 
     def random(self, n: int) -> bytes: ...
+    def wall_time(self, now: float) -> datetime.datetime | None: ...
     def emit(self, event: object) -> None: ...
     def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None: ...
     def allocate_spi(self) -> int: ...
@@ -137,8 +142,6 @@ class ChildSa:
     #: the peer rekeyed this SA while we were rekeying it too (2.8.1): its exchange's
     #: nonces and the inbound SPI of the SA it created
     collision: tuple[bytes, bytes, int] | None = None
-    bytes_in: int = 0
-    packets_in: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.config.name, "state": self.state, "spi_in": f"0x{self.spi_in:08x}",
@@ -156,7 +159,6 @@ class Outstanding:
     exchange: int
     datagrams: list[bytes] = field(repr=False)
     on_response: Callable[[Message, float], None] = field(repr=False)
-    first_sent: float
     deadline: float
     tries: int = 0
     give_up_at: float | None = None  # DPD: a total time budget instead of a try count
@@ -221,7 +223,6 @@ class IkeSa:
         self.ke_retries = 0
         self.pending_child: _ChildRequest | None = None
         self.replaced_by: IkeSa | None = None
-        self._last_raw = b""
         self.keepalive_at: float | None = None
         self.redundant = False  # the loser of a rekey collision: closes without a report
         self.virtual_ip: ipaddress.IPv4Address | None = None
@@ -285,7 +286,7 @@ class IkeSa:
         self.next_request_id += 1
         datagrams = self._encode(exchange, mid, payloads, False)
         timing = self.ctx.timing
-        self.outstanding = Outstanding(mid, kind, exchange, datagrams, on_response, now,
+        self.outstanding = Outstanding(mid, kind, exchange, datagrams, on_response,
                                        now + timing.retransmit_timeout,
                                        give_up_at=now + budget if budget else None)
         if budget:
@@ -401,7 +402,7 @@ class IkeSa:
                                           f"KE group {ke.group} does not match the proposal", now)
         self.spi_r = msg.header.spi_r
         self.nonce_r = nonce.data
-        self.init_response = self._last_raw
+        self.init_response = msg.raw
         try:
             shared = self.keyex.shared_secret(ke.data)
         except InvalidKeyExchange as exc:
@@ -463,8 +464,6 @@ class IkeSa:
         self._request("ike_auth", ExchangeType.IKE_AUTH, payloads, self._on_auth_response, now)
 
     def _cert_payloads(self) -> list[Payload]:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
         cfg = self.config
         assert cfg is not None
         certs = [cfg.certificate, *cfg.intermediates]
@@ -482,8 +481,6 @@ class IkeSa:
         if cfg.psk is not None:
             self.auth_used = "psk"
             return AuthPayload(2, authdata.psk_auth(self.suite.prf, cfg.psk.reveal(), octets))
-        from gateway.ike import signatures
-
         known = signatures.HashAlgorithm._value2member_map_
         peer_hashes = [signatures.HashAlgorithm(h) for h in self.peer_hashes if h in known]
         method, data = signatures.sign(cfg.private_key, octets,
@@ -522,8 +519,7 @@ class IkeSa:
         request = self.pending_child
         self.pending_child = None
         if request is not None:
-            self._finish_child(request, msg, now, initiator=True, nonce_i=self.nonce_i, nonce_r=self.nonce_r,
-                               ike_auth=True)
+            self._finish_child(request, msg, now, nonce_i=self.nonce_i, nonce_r=self.nonce_r, ike_auth=True)
         old, self.reauth_of = self.reauth_of, None
         if old is not None and old.state is State.ESTABLISHED:
             # Make-before-break (2.8.3): the new SAs carry traffic; now the old ones go.
@@ -543,8 +539,6 @@ class IkeSa:
         if cfg.trust is None:
             return ("method_mismatch",
                     f"peer {peer_id} used a signature (method {auth.method}); we expect a PSK")
-        from gateway.ike import certs, signatures
-
         cert_payloads = [p for p in msg.all(CertPayload) if isinstance(p, CertPayload)
                          and p.encoding == CertEncoding.X509_SIGNATURE]
         if not cert_payloads:
@@ -553,9 +547,9 @@ class IkeSa:
             loaded = [certs.load_certificate(p.data) for p in cert_payloads]
         except ValueError as exc:
             return "malformed_certificate", f"peer {peer_id}: cannot parse its certificate: {exc}"
-        import datetime
-
-        wall = datetime.datetime.now(datetime.UTC)
+        wall = self.ctx.wall_time(now)
+        if wall is None:
+            return "no_clock", "certificate validity cannot be judged: the endpoint has no wall clock"
         try:
             cfg.trust.validate(loaded[0], loaded[1:], wall)
         except certs.CertificateRejected as exc:
@@ -584,7 +578,8 @@ class IkeSa:
                               self.nat_local, self.nat_remote, self.auth_used, round(now - self.started, 3)))
 
     def _jittered(self, seconds: float) -> float:
-        jitter = self.ctx.timing.jitter
+        cfg = self.config
+        jitter = cfg.jitter if cfg is not None and cfg.jitter is not None else self.ctx.timing.jitter
         fraction = int.from_bytes(self.ctx.random(2), "big") / 65535
         return seconds * (1 - jitter * fraction)
 
@@ -605,7 +600,7 @@ class IkeSa:
                 req.keyex = group.generate(self.ctx.random)
         return req
 
-    def _finish_child(self, req: _ChildRequest, msg: Message, now: float, *, initiator: bool,
+    def _finish_child(self, req: _ChildRequest, msg: Message, now: float, *,
                       nonce_i: bytes, nonce_r: bytes, ike_auth: bool) -> None:
         """The initiator's handling of the CHILD_SA part of a response."""
         error = msg.error_notify()
@@ -705,8 +700,7 @@ class IkeSa:
     # =====================================================================================
     # receiving
     # =====================================================================================
-    def receive(self, data: bytes, header: Header, local: tuple[str, int], remote: tuple[str, int],
-                now: float) -> None:
+    def receive(self, data: bytes, header: Header, remote: tuple[str, int], now: float) -> None:
         if self.state is State.CLOSED:
             return
         if header.is_response:
@@ -743,14 +737,13 @@ class IkeSa:
             self._on_request(msg, now)
 
     def _decode(self, data: bytes, header: Header) -> Message | None:
-        self._last_raw = data
         try:
             payloads = decode_payloads(header.next_payload, data[28:], 28)
             if header.exchange == ExchangeType.IKE_SA_INIT:
                 if self.state not in (State.INIT_SENT, State.HALF_OPEN):
                     self._note("ike.unexpected_init", "debug", ike_sa=self.ident, message=header.describe())
                     return None
-                return Message(header, payloads)
+                return Message(header, payloads, data)
             if not payloads or not isinstance(payloads[-1], (EncryptedPayload, EncryptedFragment)):
                 self._note("ike.unprotected", "warning", ike_sa=self.ident, message=header.describe())
                 return None
@@ -806,7 +799,7 @@ class IkeSa:
         assert isinstance(nonce, NoncePayload)
         self.nonce_i = nonce.data
         self.nonce_r = self.ctx.random(NONCE_SIZE)
-        self.init_request = self._last_raw
+        self.init_request = msg.raw
         self.keyex = keyex
         try:
             shared = keyex.shared_secret(peer_public)
@@ -914,8 +907,7 @@ class IkeSa:
         return [CpPayload(CfgType.REPLY, attributes)]
 
     def _answer_child(self, msg: Message, child: ChildConfig, now: float, nonce_i: bytes, nonce_r: bytes,
-                      *, ike_auth: bool, rekey: ChildSa | None = None,
-                      keyex: KeyExchange | None = None) -> list[Payload]:
+                      *, ike_auth: bool, rekey: ChildSa | None = None) -> list[Payload]:
         """Responder side of a CHILD_SA: choose, narrow, install; the payloads to answer."""
         sa, tsi, tsr = msg.find(SaPayload), msg.find(TsPayload), msg.find(TsrPayload)
         if not (isinstance(sa, SaPayload) and isinstance(tsi, TsPayload) and isinstance(tsr, TsrPayload)):
@@ -1168,8 +1160,7 @@ class IkeSa:
                     return
                 nr = nonce.data if isinstance(nonce, NoncePayload) else b""
                 count = len(self.children)
-                self._finish_child(req, msg, now, initiator=True, nonce_i=req.nonce, nonce_r=nr,
-                                   ike_auth=False)
+                self._finish_child(req, msg, now, nonce_i=req.nonce, nonce_r=nr, ike_auth=False)
                 created = self.children[-1] if len(self.children) > count else None
                 if created is not None and child.collision is not None:
                     ni_b, nr_b, spi_b = child.collision
@@ -1445,7 +1436,7 @@ class IkeSa:
                        octets=octets, packets=packets)
             self.rekey_child(child, now)
 
-    def child_used(self, spi_in: int, now: float) -> None:
+    def child_used(self, now: float) -> None:
         """The dataplane saw authenticated traffic on this SA: the peer is alive (2.4)."""
         self.last_received = max(self.last_received, now)
 

@@ -568,6 +568,7 @@ class Message:
 
     header: Header
     payloads: list[Payload]
+    raw: bytes = field(default=b"", repr=False)  # as received: AUTH signs IKE_SA_INIT verbatim
 
     def find(self, cls: type[Payload]) -> Payload | None:
         for p in self.payloads:

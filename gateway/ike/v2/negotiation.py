@@ -72,8 +72,8 @@ def _match(mine: Proposal, peer: Proposal, ignore_dh: bool) -> list[Transform] |
     for kind in types:
         my_list = mine.of_type(kind)
         peer_keys = {t.key() for t in peer.of_type(kind)}
-        # "NONE" transforms (INTEG 0, DH 0) count as absence (3.3.2).
-        peer_keys.discard((kind, 0, None)) if kind in (TransformType.INTEG, TransformType.DH) else None
+        if kind in (TransformType.INTEG, TransformType.DH):
+            peer_keys.discard((kind, 0, None))  # "NONE" transforms count as absence (3.3.2)
         if not my_list:
             if peer_keys:
                 return None

@@ -36,6 +36,9 @@ class Timing:
     retransmit_tries: int = 5
     half_open_timeout: float = 30.0
     jitter: float = 0.1  # rekeys happen up to this fraction early, spread at random
+    #: wall-clock seconds at ``now == 0`` (certificate validity is judged at epoch + now);
+    #: None: no wall clock, so certificates cannot be checked
+    epoch: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class PeerConfig:
     trust: Any = None  # gateway.ike.certs.TrustStore
     rsa_pss: bool = False
     ike_lifetime: int = 14400
+    jitter: float | None = None  # rekey up to this fraction early; None: Timing.jitter
     reauth_time: int | None = None  # a fresh IKE SA (new authentication) this often (2.8.3)
     dpd_interval: float | None = 30.0
     dpd_timeout: float = 30.0
