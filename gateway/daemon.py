@@ -21,9 +21,7 @@ from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
 from gateway.dataplane.sa import Mode
-from gateway.ike.v2 import fromconfig
-from gateway.ike.v2.endpoint import IkeV2Endpoint
-from gateway.ike.v2.events import (
+from gateway.ike.events import (
     AuthFailed,
     ChildSaActivate,
     ChildSaDown,
@@ -34,6 +32,8 @@ from gateway.ike.v2.events import (
     Note,
     PeerDead,
 )
+from gateway.ike.v2 import fromconfig
+from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
 from gateway.tunnels import TunnelTable

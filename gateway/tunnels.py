@@ -18,8 +18,8 @@ from gateway.dataplane.engine import Dataplane
 from gateway.dataplane.sa import Direction, Mode, SecurityAssociation, UdpEncap
 from gateway.dataplane.selectors import SelectorPair, TrafficSelector
 from gateway.dataplane.spd import Policy
-from gateway.ike.v2.events import ChildSaDown, ChildSaUp
-from gateway.ike.v2.message import TsRange
+from gateway.ike.events import ChildSaDown, ChildSaUp
+from gateway.ike.trafficselectors import TsRange
 
 
 def _networks(ts: TsRange) -> list[ipaddress.IPv4Network]:

@@ -111,3 +111,34 @@ def parse_ike_proposal(text: str) -> AlgorithmSet:
 def parse_child_proposal(text: str) -> AlgorithmSet:
     """An ESP/AH proposal; a DH group asks for PFS when the CHILD_SA is rekeyed."""
     return _classify(text, ike=False)
+
+
+@dataclass(frozen=True)
+class NegotiatedSuite:
+    """The algorithms one chosen proposal names (any may be None when not applicable)."""
+
+    encryption: EncryptionAlgorithm
+    integrity: IntegrityAlgorithm | None
+    prf: PrfAlgorithm | None
+    dh: DhGroup | None
+    esn: bool
+
+    @property
+    def name(self) -> str:
+        parts = [self.encryption.name]
+        if self.integrity is not None:
+            parts.append(self.integrity.name)
+        if self.prf is not None:
+            parts.append(self.prf.name)
+        if self.dh is not None:
+            parts.append(self.dh.name)
+        if self.esn:
+            parts.append("esn")
+        return "-".join(parts)
+
+    @property
+    def esp_name(self) -> str:
+        """The dataplane's name for the ESP transform (``aes256-sha256``)."""
+        if self.integrity is None:
+            return self.encryption.name
+        return f"{self.encryption.name}-{self.integrity.name}"

@@ -43,11 +43,10 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from gateway.ike.identity import Identity
-from gateway.ike.proposals import parse_ike_proposal
+from gateway.ike.proposals import NegotiatedSuite, parse_ike_proposal
 from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.ike.v2.ikesa import IkeSa, State
 from gateway.ike.v2.keymat import IkeSaKeys
-from gateway.ike.v2.negotiation import NegotiatedSuite
 
 _UNIT = str(Path(__file__).resolve().parents[1] / "unit")
 if _UNIT not in sys.path:

@@ -15,7 +15,7 @@ from ike_loopback import endpoints, psk_pair
 from gateway.dataplane import ip
 from gateway.dataplane.edge import EdgePolicy
 from gateway.dataplane.engine import Dataplane
-from gateway.ike.v2.events import ChildSaActivate, ChildSaDown, ChildSaUp, Note
+from gateway.ike.events import ChildSaActivate, ChildSaDown, ChildSaUp, Note
 from gateway.ike.v2.ikesa import State
 from gateway.tunnels import TunnelTable
 

@@ -29,10 +29,7 @@ from ike_loopback import (
     wire_digest,
 )
 
-from gateway.ike.identity import Identity, IdType
-from gateway.ike.v2.constants import ExchangeType, Flag, NotifyType, PayloadType
-from gateway.ike.v2.endpoint import Datagram, IkeV2Endpoint
-from gateway.ike.v2.events import (
+from gateway.ike.events import (
     AuthFailed,
     ChildSaActivate,
     ChildSaDown,
@@ -43,6 +40,11 @@ from gateway.ike.v2.events import (
     Note,
     PeerDead,
 )
+from gateway.ike.identity import Identity, IdType
+from gateway.ike.settings import PeerConfig, Timing
+from gateway.ike.trafficselectors import TsRange
+from gateway.ike.v2.constants import ExchangeType, Flag, NotifyType, PayloadType
+from gateway.ike.v2.endpoint import Datagram, IkeV2Endpoint
 from gateway.ike.v2.message import (
     HEADER_SIZE,
     Header,
@@ -50,11 +52,9 @@ from gateway.ike.v2.message import (
     NoncePayload,
     NotifyPayload,
     SaPayload,
-    TsRange,
     decode_payloads,
     encode_payloads,
 )
-from gateway.ike.v2.settings import PeerConfig, Timing
 
 THIRD = "203.0.113.7"
 THIRD_LAN = TsRange.of_network(ipaddress.IPv4Network("10.3.0.0/24"))

@@ -21,6 +21,7 @@ from ike_loopback import endpoints, psk_pair, seeded
 from gateway.crypto.algorithms import ENCRYPTION, INTEGRITY
 from gateway.crypto.prf import PRF
 from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
+from gateway.ike.trafficselectors import TsRange, narrow, within
 from gateway.ike.v2.constants import (
     CfgAttribute,
     CfgType,
@@ -54,7 +55,6 @@ from gateway.ike.v2.message import (
     SaPayload,
     Transform,
     TsPayload,
-    TsRange,
     TsrPayload,
     UnknownPayload,
     UnsupportedCriticalPayload,
@@ -70,7 +70,6 @@ from gateway.ike.v2.negotiation import (
     suite_of,
 )
 from gateway.ike.v2.protection import FragmentBuffer, IntegrityError, SkProtection
-from gateway.ike.v2.trafficselectors import narrow, within
 
 ENCR, PRF_T, INTEG, DH, ESN = (TransformType.ENCR, TransformType.PRF, TransformType.INTEG,
                                TransformType.DH, TransformType.ESN)
@@ -266,7 +265,7 @@ def test_ts_payload_layout_and_ipv6_selectors_skipped() -> None:
     ts = TsPayload([net("10.1.0.0/24", 6, (80, 80))])
     assert ts.encode_body() == bytes.fromhex("01 000000 07 06 0010 0050 0050 0a010000 0a0100ff")
     v6 = struct.pack("!BBHHH", 8, 0, 40, 0, 65535) + bytes(16) + b"\xff" * 16
-    v4 = net("192.0.2.0/24").encode()
+    v4 = TsPayload([net("192.0.2.0/24")]).encode_body()[4:]
     body = bytes([2, 0, 0, 0]) + v6 + v4
     back = TsPayload.decode_body(body)
     assert back.selectors == [net("192.0.2.0/24")]

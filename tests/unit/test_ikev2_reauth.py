@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from ike_loopback import endpoints, of_type, psk_pair
 
-from gateway.ike.v2.events import ChildSaDown, ChildSaUp, IkeSaDown, IkeSaUp, Note
+from gateway.ike.events import ChildSaDown, ChildSaUp, IkeSaDown, IkeSaUp, Note
 from gateway.ike.v2.message import Header
 
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.dh import DH_GROUPS
+from gateway.ike.events import NegotiationFailed, Note, PeerDead
 from gateway.ike.pool import AddressPool
+from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.v2.constants import (
     IKE_PORT,
     IKE_VERSION,
@@ -36,7 +38,6 @@ from gateway.ike.v2.constants import (
     ProtocolId,
     TransformType,
 )
-from gateway.ike.v2.events import NegotiationFailed, Note, PeerDead
 from gateway.ike.v2.ikesa import IkeSa, State
 from gateway.ike.v2.message import (
     Header,
@@ -53,7 +54,6 @@ from gateway.ike.v2.message import (
     encode_payloads,
 )
 from gateway.ike.v2.negotiation import build_proposals, describe_proposals, select
-from gateway.ike.v2.settings import PeerConfig, Timing
 
 RETRY_MIN = 5.0
 RETRY_MAX = 120.0

@@ -17,8 +17,8 @@ from gateway.config.model import CertAuth, Config, Connection, PskAuth, Secret
 from gateway.ike.identity import ANY, Identity
 from gateway.ike.pool import AddressPool
 from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
-from gateway.ike.v2.message import TsRange
-from gateway.ike.v2.settings import ChildConfig, PeerConfig, Timing
+from gateway.ike.settings import ChildConfig, PeerConfig, Timing
+from gateway.ike.trafficselectors import TsRange
 
 
 class AuthConfigError(ValueError):

@@ -25,8 +25,23 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.crypto.dh import InvalidKeyExchange, KeyExchange
 from gateway.ike import certs, signatures
+from gateway.ike.events import (
+    AuthFailed,
+    ChildSaActivate,
+    ChildSaDown,
+    ChildSaKeys,
+    ChildSaUp,
+    IkeSaDown,
+    IkeSaUp,
+    NegotiationFailed,
+    Note,
+    PeerDead,
+)
 from gateway.ike.identity import Identity, IdType
 from gateway.ike.pool import PoolExhausted
+from gateway.ike.proposals import NegotiatedSuite
+from gateway.ike.settings import ChildConfig, PeerConfig, Timing
+from gateway.ike.trafficselectors import TsRange, narrow, within
 from gateway.ike.v2 import authdata
 from gateway.ike.v2.constants import (
     NATT_PORT,
@@ -38,18 +53,6 @@ from gateway.ike.v2.constants import (
     NotifyType,
     PayloadType,
     ProtocolId,
-)
-from gateway.ike.v2.events import (
-    AuthFailed,
-    ChildSaActivate,
-    ChildSaDown,
-    ChildSaKeys,
-    ChildSaUp,
-    IkeSaDown,
-    IkeSaUp,
-    NegotiationFailed,
-    Note,
-    PeerDead,
 )
 from gateway.ike.v2.keymat import child_keymat, derive_ike_sa_keys, rekey_skeyseed, skeyseed
 from gateway.ike.v2.message import (
@@ -72,13 +75,11 @@ from gateway.ike.v2.message import (
     Proposal,
     SaPayload,
     TsPayload,
-    TsRange,
     TsrPayload,
     decode_payloads,
     encode_payloads,
 )
 from gateway.ike.v2.negotiation import (
-    NegotiatedSuite,
     accept_response,
     build_proposals,
     describe_proposals,
@@ -86,8 +87,6 @@ from gateway.ike.v2.negotiation import (
     suite_of,
 )
 from gateway.ike.v2.protection import FragmentBuffer, IntegrityError, SkProtection
-from gateway.ike.v2.settings import ChildConfig, PeerConfig, Timing
-from gateway.ike.v2.trafficselectors import narrow, within
 
 log = logging.getLogger("gateway.ike")
 

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from gateway.ike.trafficselectors import TsRange
 from gateway.ike.v2.constants import (
     IKE_VERSION,
     ExchangeType,
@@ -349,33 +350,9 @@ class VendorPayload(Payload):
         return cls(body)
 
 
-@dataclass(frozen=True)
-class TsRange:
-    """One traffic selector: an IPv4 address range, a protocol and a port range (3.13.1)."""
-
-    start: ipaddress.IPv4Address
-    end: ipaddress.IPv4Address
-    protocol: int = 0
-    port_start: int = 0
-    port_end: int = 65535
-
-    @classmethod
-    def of_network(cls, net: ipaddress.IPv4Network, protocol: int = 0,
-                   port_start: int = 0, port_end: int = 65535) -> TsRange:
-        return cls(net.network_address, net.broadcast_address, protocol, port_start, port_end)
-
-    def encode(self) -> bytes:
-        return struct.pack("!BBHHH", TsType.IPV4_ADDR_RANGE, self.protocol, 16, self.port_start,
-                           self.port_end) + self.start.packed + self.end.packed
-
-    def __str__(self) -> str:
-        nets = list(ipaddress.summarize_address_range(self.start, self.end)) if self.start <= self.end else []
-        text = str(nets[0]) if len(nets) == 1 else f"{self.start}-{self.end}"
-        if self.protocol or self.port_start != 0 or self.port_end != 65535:
-            ports = f"{self.port_start}" if self.port_start == self.port_end else \
-                f"{self.port_start}-{self.port_end}"
-            text += f"[{self.protocol}/{ports}]"
-        return text
+def _encode_ts(ts: TsRange) -> bytes:
+    return struct.pack("!BBHHH", TsType.IPV4_ADDR_RANGE, ts.protocol, 16, ts.port_start,
+                       ts.port_end) + ts.start.packed + ts.end.packed
 
 
 @dataclass
@@ -386,7 +363,7 @@ class TsPayload(Payload):
     skipped: int = 0
 
     def encode_body(self) -> bytes:
-        return bytes([len(self.selectors), 0, 0, 0]) + b"".join(s.encode() for s in self.selectors)
+        return bytes([len(self.selectors), 0, 0, 0]) + b"".join(_encode_ts(s) for s in self.selectors)
 
     @classmethod
     def decode_body(cls, body: bytes) -> TsPayload:

@@ -8,12 +8,10 @@ offers in readable form for the negotiation log.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from gateway.crypto.algorithms import ENCRYPTION, INTEGRITY, EncryptionAlgorithm, IntegrityAlgorithm
-from gateway.crypto.dh import DH_GROUPS, DhGroup
-from gateway.crypto.prf import PRF_BY_ID, PrfAlgorithm
-from gateway.ike.proposals import AlgorithmSet
+from gateway.crypto.algorithms import ENCRYPTION, INTEGRITY, EncryptionAlgorithm
+from gateway.crypto.dh import DH_GROUPS
+from gateway.crypto.prf import PRF_BY_ID
+from gateway.ike.proposals import AlgorithmSet, NegotiatedSuite
 from gateway.ike.v2.constants import ProtocolId, TransformType
 from gateway.ike.v2.message import Proposal, Transform
 
@@ -106,37 +104,6 @@ def accept_response(offered: list[Proposal], answer: list[Proposal], *,
             if needed <= set(kinds):
                 return got
     return None
-
-
-@dataclass(frozen=True)
-class NegotiatedSuite:
-    """The algorithms one chosen proposal names (any may be None when not applicable)."""
-
-    encryption: EncryptionAlgorithm
-    integrity: IntegrityAlgorithm | None
-    prf: PrfAlgorithm | None
-    dh: DhGroup | None
-    esn: bool
-
-    @property
-    def name(self) -> str:
-        parts = [self.encryption.name]
-        if self.integrity is not None:
-            parts.append(self.integrity.name)
-        if self.prf is not None:
-            parts.append(self.prf.name)
-        if self.dh is not None:
-            parts.append(self.dh.name)
-        if self.esn:
-            parts.append("esn")
-        return "-".join(parts)
-
-    @property
-    def esp_name(self) -> str:
-        """The dataplane's name for the ESP transform (``aes256-sha256``)."""
-        if self.integrity is None:
-            return self.encryption.name
-        return f"{self.encryption.name}-{self.integrity.name}"
 
 
 def suite_of(proposal: Proposal) -> NegotiatedSuite:

@@ -1,4 +1,4 @@
-"""Traffic selector narrowing (RFC 7296 2.9).
+"""Traffic selectors and their narrowing (RFC 7296 2.9).
 
 The responder answers with the intersection of what the initiator proposed and what
 its own policy allows; the initiator accepts an answer only if it stays within what it
@@ -9,8 +9,35 @@ wildcards.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
-from gateway.ike.v2.message import TsRange
+
+@dataclass(frozen=True)
+class TsRange:
+    """One traffic selector: an IPv4 address range, a protocol and a port range.
+
+    IKEv2 carries it in TS payloads (RFC 7296 3.13.1), IKEv1 in Quick Mode IDs (RFC 2407 4.6.2).
+    """
+
+    start: ipaddress.IPv4Address
+    end: ipaddress.IPv4Address
+    protocol: int = 0
+    port_start: int = 0
+    port_end: int = 65535
+
+    @classmethod
+    def of_network(cls, net: ipaddress.IPv4Network, protocol: int = 0,
+                   port_start: int = 0, port_end: int = 65535) -> TsRange:
+        return cls(net.network_address, net.broadcast_address, protocol, port_start, port_end)
+
+    def __str__(self) -> str:
+        nets = list(ipaddress.summarize_address_range(self.start, self.end)) if self.start <= self.end else []
+        text = str(nets[0]) if len(nets) == 1 else f"{self.start}-{self.end}"
+        if self.protocol or self.port_start != 0 or self.port_end != 65535:
+            ports = f"{self.port_start}" if self.port_start == self.port_end else \
+                f"{self.port_start}-{self.port_end}"
+            text += f"[{self.protocol}/{ports}]"
+        return text
 
 
 def _intersect(a: TsRange, b: TsRange) -> TsRange | None:

@@ -12,7 +12,7 @@ from typing import Any
 from gateway.config.model import Secret
 from gateway.ike.identity import Identity
 from gateway.ike.proposals import AlgorithmSet
-from gateway.ike.v2.message import TsRange
+from gateway.ike.trafficselectors import TsRange
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.ike.v2.message import TsRange
-from gateway.ike.v2.negotiation import NegotiatedSuite
+from gateway.ike.proposals import NegotiatedSuite
+from gateway.ike.trafficselectors import TsRange
 
 
 @dataclass(frozen=True)
