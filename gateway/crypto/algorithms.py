@@ -143,6 +143,8 @@ ENCRYPTION: dict[str, EncryptionAlgorithm] = {
         EncryptionAlgorithm("aes256gcm16", 20, 32, 4, 4, 8, 16, False, _Gcm),
         EncryptionAlgorithm("aes128", 12, 16, 0, 16, 16, 0, False,
                             lambda k: _Cbc(algorithms.AES(k))),
+        EncryptionAlgorithm("aes192", 12, 24, 0, 16, 16, 0, False,
+                            lambda k: _Cbc(algorithms.AES(k))),
         EncryptionAlgorithm("aes256", 12, 32, 0, 16, 16, 0, False,
                             lambda k: _Cbc(algorithms.AES(k))),
         EncryptionAlgorithm("3des", 3, 24, 0, 8, 8, 0, True, lambda k: _Cbc(TripleDES(k))),

@@ -79,6 +79,7 @@ class PrfAlgorithm:
 PRF: dict[str, PrfAlgorithm] = {
     a.name: a
     for a in (
+        PrfAlgorithm("prfmd5", 1, 16, hashes.MD5),  # PRF_HMAC_MD5 (RFC 2104): IKEv1 MD5 peers only
         PrfAlgorithm("prfsha1", 2, 20, hashes.SHA1),  # PRF_HMAC_SHA1 (RFC 2104)
         PrfAlgorithm("prfsha256", 5, 32, hashes.SHA256),  # PRF_HMAC_SHA2_256 (RFC 4868)
         PrfAlgorithm("prfsha384", 6, 48, hashes.SHA384),  # PRF_HMAC_SHA2_384 (RFC 4868)

@@ -24,7 +24,7 @@ from gateway.crypto.prf import PRF, PrfAlgorithm
 
 #: RFC 8247: what an IKE proposal without an explicit PRF uses for a given integrity.
 _PRF_FOR_INTEGRITY = {"sha1": "prfsha1", "sha256": "prfsha256", "sha384": "prfsha384",
-                      "sha512": "prfsha512", "md5": "prfsha1"}
+                      "sha512": "prfsha512", "md5": "prfmd5"}
 
 
 @dataclass(frozen=True)
