@@ -137,11 +137,14 @@ def test_prf_hmac_known_answers(name: str, key: bytes, data: bytes, digest: str)
 def test_prf_registry() -> None:
     # IANA "Transform Type 2 - Pseudorandom Function Transform IDs" (RFC 7296 3.3.2, RFC 4868)
     assert {(p.name, p.ikev2_id, p.output_size) for p in PRF.values()} == {
-        ("prfsha1", 2, 20), ("prfsha256", 5, 32), ("prfsha384", 6, 48), ("prfsha512", 7, 64)}
+        ("prfmd5", 1, 16), ("prfsha1", 2, 20), ("prfsha256", 5, 32), ("prfsha384", 6, 48),
+        ("prfsha512", 7, 64)}
     assert all(PRF_BY_ID[p.ikev2_id] is p for p in PRF.values())
     assert parse_prf(" PRFSHA256 ") is PRF["prfsha256"]
-    for bad in ("sha256", "hmac-sha256", "prfmd5", ""):
-        with pytest.raises(UnknownAlgorithm, match="prfsha1, prfsha256, prfsha384, prfsha512"):
+    # RFC 2202 test case 1 for HMAC-MD5 (IKEv1 peers negotiating the MD5 hash)
+    assert PRF["prfmd5"].compute(b"\x0b" * 16, b"Hi There").hex() == "9294727a3638bb1c13f48ef8158bfc9d"
+    for bad in ("sha256", "hmac-sha256", "prfmd4", ""):
+        with pytest.raises(UnknownAlgorithm, match="prfmd5, prfsha1, prfsha256, prfsha384, prfsha512"):
             parse_prf(bad)
     assert "hash_factory" not in repr(PRF["prfsha1"])
 
