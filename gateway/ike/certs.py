@@ -536,3 +536,35 @@ def _key_ids(cert: x509.Certificate) -> set[bytes]:
     except (x509.ExtensionNotFound, ValueError):
         pass
     return ids
+
+
+class PeerCertificateRejected(Exception):
+    """The certificate(s) a peer sent do not prove its identity; ``reason`` is a metrics tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def peer_certificate(trust: TrustStore, peer_id: Identity, ders: Sequence[bytes],
+                     now: datetime | None) -> x509.Certificate:
+    """The peer's end-entity certificate (the first of ``ders``), once its path to one of our
+    anchors validates at ``now`` and it contains ``peer_id``; both IKE versions use this."""
+    if not ders:
+        raise PeerCertificateRejected("no_certificate", f"peer {peer_id} sent no certificate")
+    try:
+        loaded = [load_certificate(d) for d in ders]
+    except ValueError as exc:
+        raise PeerCertificateRejected("malformed_certificate",
+                                      f"peer {peer_id}: cannot parse its certificate: {exc}") from None
+    if now is None:
+        raise PeerCertificateRejected("no_clock",
+                                      "certificate validity cannot be judged: the endpoint has no wall clock")
+    try:
+        trust.validate(loaded[0], loaded[1:], now)
+    except CertificateRejected as exc:
+        raise PeerCertificateRejected(f"cert_{exc.reason}", str(exc)) from None
+    if not identity_in_certificate(loaded[0], peer_id):
+        raise PeerCertificateRejected("identity_mismatch",
+                                      f"identity {peer_id} is not in the peer's certificate")
+    return loaded[0]

@@ -17,6 +17,8 @@ valid encodings (absent NULL parameters, an explicit trailerField of 1) are acce
 from __future__ import annotations
 
 import enum
+import hmac
+import secrets
 from collections.abc import Callable, Collection, Iterable
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -413,3 +415,84 @@ def _tlv_bytes(tag: int, body: bytes) -> bytes:
         return bytes([tag, n]) + body
     size = (n.bit_length() + 7) // 8
     return bytes([tag, 0x80 | size]) + n.to_bytes(size, "big") + body
+
+
+# --------------------------------------------------------------------------------------
+# IKEv1 (RFC 2409 5.1): the signature covers HASH_I / HASH_R
+# --------------------------------------------------------------------------------------
+
+#: IKEv1 ECDSA authentication methods (RFC 4754 7) and the IKEv2 methods that sign alike
+_IKEV1_ECDSA = {9: AuthMethod.ECDSA_256, 10: AuthMethod.ECDSA_384, 11: AuthMethod.ECDSA_521}
+
+
+def ikev1_method(key: PrivateKey | PublicKey) -> int:
+    """The IKEv1 Authentication Method attribute for a key: 3 (RSA signatures) or 9/10/11
+    (ECDSA with P-256/384/521, RFC 4754)."""
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return 3
+    for v1, v2 in _IKEV1_ECDSA.items():
+        curve = _CLASSIC_ECDSA[v2][0]
+        if isinstance(key.curve, curve):
+            return v1
+    raise ValueError(f"a {key.curve.name} key has no IKEv1 signature method")
+
+
+def sign_ikev1(private_key: PrivateKey, hash_data: bytes, method: int) -> bytes:
+    """SIG_I/SIG_R: for RSA (method 3) an EMSA-PKCS1-v1_5 block carrying the bare hash, no
+    DigestInfo (what every IKEv1 implementation does); for ECDSA the RFC 4754 r || s over the
+    hash with the curve's SHA-2."""
+    if method == 3:
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise ValueError("RSA signature method needs an RSA key")
+        return _rsa_sign_raw(private_key, hash_data)
+    if method in _IKEV1_ECDSA:
+        return sign(private_key, hash_data, method=_IKEV1_ECDSA[method], peer_hashes=())[1]
+    raise ValueError(f"IKEv1 authentication method {method} is not a signature we produce")
+
+
+def verify_ikev1(public_key: PublicKey, hash_data: bytes, method: int, signature: bytes) -> str:
+    """Check SIG_I/SIG_R; returns the scheme name or raises SignatureRejected."""
+    if method == 3:
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise SignatureRejected("RSA signature method but the peer's certificate has an EC key")
+        try:
+            recovered = public_key.recover_data_from_signature(bytes(signature), padding.PKCS1v15(), None)
+        except (InvalidSignature, ValueError):
+            raise SignatureRejected("rsa-pkcs1 signature does not verify") from None
+        if not _constant_equal(recovered, hash_data):
+            raise SignatureRejected("rsa-pkcs1 signature does not verify")
+        return "rsa-pkcs1"
+    if method in _IKEV1_ECDSA:
+        return verify(public_key, hash_data, _IKEV1_ECDSA[method], signature, our_hashes=())
+    raise SignatureRejected(f"unsupported IKEv1 authentication method {method}")
+
+
+def _constant_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def _rsa_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """RSA private-key operation on a PKCS#1 v1.5 type-1 block (RFC 8017 9.2 without the
+    DigestInfo).  `cryptography` has no such mode, so the modular exponentiation is done here,
+    with CRT and message blinding against timing attacks, and checked with the public key."""
+    priv = key.private_numbers()
+    pub = priv.public_numbers
+    n, e = pub.n, pub.e
+    k = (n.bit_length() + 7) // 8
+    if len(data) > k - 11:
+        raise ValueError("hash too long for the RSA modulus")
+    m = int.from_bytes(b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data, "big")
+    while True:
+        r = secrets.randbelow(n - 3) + 2
+        try:
+            r_inv = pow(r, -1, n)
+            break
+        except ValueError:
+            continue
+    c = m * pow(r, e, n) % n
+    s1 = pow(c, priv.dmp1, priv.p)
+    s2 = pow(c, priv.dmq1, priv.q)
+    s = (s2 + priv.q * (priv.iqmp * (s1 - s2) % priv.p)) * r_inv % n
+    if pow(s, e, n) != m:
+        raise ValueError("RSA signature self-check failed")
+    return s.to_bytes(k, "big")
