@@ -12,6 +12,15 @@ from gateway.ike.trafficselectors import TsRange
 
 
 @dataclass(frozen=True)
+class Datagram:
+    """An IKE message to send from our ``local_port`` (500 or 4500) to ``remote``."""
+
+    data: bytes
+    local_port: int
+    remote: tuple[str, int]
+
+
+@dataclass(frozen=True)
 class ChildSaKeys:
     """Outbound and inbound keys of one CHILD_SA (RFC 7296 2.17), never printed."""
 

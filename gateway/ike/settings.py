@@ -70,6 +70,7 @@ class PeerConfig:
     remote_port: int = 500
     initial_contact: bool = True
     pool: str | None = None  # virtual IPs for remote-access clients (configuration payload)
+    version: int = 2  # IKE version: 2, or 1 (Main Mode + Quick Mode)
 
     @property
     def auth_method(self) -> str:

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from gateway.config.model import Secret
+from gateway.ike.events import Datagram
 from gateway.ike.identity import Identity
 from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
 from gateway.ike.settings import ChildConfig, PeerConfig, Timing
 from gateway.ike.trafficselectors import TsRange
-from gateway.ike.v2.endpoint import Datagram, IkeV2Endpoint
+from gateway.ike.v2.endpoint import IkeV2Endpoint
 
 HQ = "192.0.2.1"
 BRANCH = "198.51.100.1"

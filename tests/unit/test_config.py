@@ -77,7 +77,8 @@ def test_unknown_algorithm_and_reserved_spi() -> None:
     # Cross-key rules run only once every value is well-formed: fix the SPI, see the rest.
     got = issues(GOOD.replace("algorithm: aes256-sha256", "algorithm: aes999"))
     assert got == ["hq.yaml:11 connections.branch1.manual.outbound.algorithm: unknown ESP "
-                   "encryption 'aes999' (known: aes128gcm16, aes256gcm16, aes128, aes192, aes256, 3des, null)"]
+                   "encryption 'aes999' (known: aes128gcm16, aes256gcm16, aes128, aes192, aes256, "
+                   "3des, null)"]
 
 
 def test_ah_over_udp_is_refused() -> None:

@@ -34,6 +34,7 @@ from gateway.ike.events import (
     ChildSaActivate,
     ChildSaDown,
     ChildSaUp,
+    Datagram,
     IkeSaDown,
     IkeSaUp,
     NegotiationFailed,
@@ -44,7 +45,7 @@ from gateway.ike.identity import Identity, IdType
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.trafficselectors import TsRange
 from gateway.ike.v2.constants import ExchangeType, Flag, NotifyType, PayloadType
-from gateway.ike.v2.endpoint import Datagram, IkeV2Endpoint
+from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.ike.v2.message import (
     HEADER_SIZE,
     Header,

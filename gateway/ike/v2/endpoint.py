@@ -22,11 +22,10 @@ import os
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.crypto.dh import DH_GROUPS
-from gateway.ike.events import NegotiationFailed, Note, PeerDead
+from gateway.ike.events import Datagram, NegotiationFailed, Note, PeerDead
 from gateway.ike.pool import AddressPool
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.v2.constants import (
@@ -57,15 +56,6 @@ from gateway.ike.v2.negotiation import build_proposals, describe_proposals, sele
 
 RETRY_MIN = 5.0
 RETRY_MAX = 120.0
-
-
-@dataclass(frozen=True)
-class Datagram:
-    """An IKE message to send from our ``local_port`` (500 or 4500) to ``remote``."""
-
-    data: bytes
-    local_port: int
-    remote: tuple[str, int]
 
 
 class IkeV2Endpoint:
