@@ -1,0 +1,330 @@
+"""The IKEv1 endpoint: every ISAKMP SA of one gateway, behind the same sans-IO interface as
+the IKEv2 endpoint (receive / datagrams_to_send / next_event / get_timer / handle_timer).
+
+ISAKMP SAs are found by their cookie pair (RFC 2408 2.5.3), never by address: several
+clients behind one NAT (one public address, different source ports) each get their own
+SA, Quick Modes and IPsec SAs.  A new Main Mode is matched to a connection by the peer's
+address, its proposals and the authentication method (with pre-shared keys the identity
+arrives encrypted in message 5, after the key is already in use: RFC 2409 5.4).
+Aggressive Mode is refused: it sends the identity in clear and hands an eavesdropper a
+hash to crack the pre-shared key offline.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.ike.events import Datagram, NegotiationFailed, Note, PeerDead
+from gateway.ike.settings import PeerConfig, Timing
+from gateway.ike.signatures import ikev1_method
+from gateway.ike.v1.constants import IKE_PORT, NATT_PORT, AuthMethod, ExchangeType, NotifyType, ProtocolId
+from gateway.ike.v1.isakmpsa import IsakmpSa, State, vendor_name
+from gateway.ike.v1.message import (
+    Header,
+    MalformedMessage,
+    Message,
+    NotifyPayload,
+    SaPayload,
+    VendorIdPayload,
+    decode_payloads,
+    encode_payloads,
+)
+from gateway.ike.v1.negotiation import describe_phase1, phase1_transforms, select_phase1
+
+RETRY_MIN = 5.0
+RETRY_MAX = 120.0
+
+
+class IkeV1Endpoint:
+    def __init__(self, local_address: str, configs: list[PeerConfig], *,
+                 random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
+                 half_open_limit: int = 1000) -> None:
+        self.local_address = local_address
+        self.configs = {c.name: c for c in configs}
+        self._random = random
+        self.timing = timing or Timing()
+        self.half_open_limit = half_open_limit
+        self._sas: dict[bytes, IsakmpSa] = {}  # by our cookie
+        self._by_icookie: dict[tuple[bytes, str, int], IsakmpSa] = {}  # responder SAs before MM3
+        self._spis: set[int] = set()
+        self._out: list[Datagram] = []
+        self._events: deque[object] = deque()
+        self.keep_up: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self.counters: dict[str, int] = {}
+
+    # -- the Context an IsakmpSa sees ---------------------------------------------------------
+    def random(self, n: int) -> bytes:
+        return self._random(n)
+
+    def wall_time(self, now: float) -> datetime.datetime | None:
+        epoch = self.timing.epoch
+        return None if epoch is None else datetime.datetime.fromtimestamp(epoch + now, datetime.UTC)
+
+    def emit(self, event: object) -> None:
+        self._events.append(event)
+        if isinstance(event, PeerDead):
+            cfg = self.configs.get(event.connection)
+            if cfg is not None and event.action == "restart" and cfg.remote_address is not None:
+                self.keep_up[cfg.name] = 0.0
+                self._backoff.pop(cfg.name, None)
+            elif cfg is not None and event.action == "clear":
+                self.keep_up.pop(cfg.name, None)
+
+    def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
+        self._out += [Datagram(d, local_port, remote) for d in datagrams]
+
+    def allocate_spi(self) -> int:
+        while True:
+            spi = int.from_bytes(self._random(4), "big")
+            if spi >= 0x100 and spi not in self._spis:
+                self._spis.add(spi)
+                return spi
+
+    def release_spi(self, spi: int) -> None:
+        self._spis.discard(spi)
+
+    def initial_contact(self, sa: IsakmpSa) -> None:
+        """RFC 2407 4.6.3.3: the peer lost its state; drop what we hold for the same peer
+        (same connection, identity and address), IPsec SAs included."""
+        for other in list(self._sas.values()):
+            if other is not sa and other.config is sa.config and other.remote[0] == sa.remote[0] \
+                    and other.peer_id is not None and sa.peer_id is not None \
+                    and other.peer_id.matches(sa.peer_id) and other.state is not State.CLOSED:
+                other.close("replaced: peer sent INITIAL-CONTACT", 0.0)
+        self._collect()
+
+    def established(self, sa: IsakmpSa, now: float) -> None:
+        self._backoff.pop(sa.name, None)
+        # A responder-side Phase 1 rekey: the peer's new SA takes over our IPsec SAs once
+        # the old one is deleted; nothing to do until then.
+
+    def rekey_phase1(self, sa: IsakmpSa, now: float) -> None:
+        """Make-before-break Phase 1 rekey: a new Main Mode; the IPsec SAs move to it."""
+        new = self._start(sa.name, now)
+        new.reauth_of = sa
+        self._note("ikev1.rekeying", connection=sa.name, old=sa.ident, new=new.ident)
+
+    # -- the shell's interface ----------------------------------------------------------------
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> object | None:
+        return self._events.popleft() if self._events else None
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
+        times += [t for name, t in self.keep_up.items() if not self._active(name)]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for sa in list(self._sas.values()):
+            deadline = sa.next_deadline()
+            if deadline is not None and now >= deadline:
+                sa.on_timer(now)
+        self._collect()
+        for name, when in list(self.keep_up.items()):
+            if now >= when and not self._active(name):
+                self._start(name, now)
+
+    # -- initiating -----------------------------------------------------------------------------
+    def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
+        cfg = self.configs[name]
+        if cfg.remote_address is None:
+            raise ValueError(f"connection {name} has no remote address to initiate to")
+        if keep_up:
+            self.keep_up[name] = now
+        if not self._active(name):
+            self._start(name, now)
+
+    def _start(self, name: str, now: float) -> IsakmpSa:
+        cfg = self.configs[name]
+        assert cfg.remote_address is not None
+        delay = self._backoff.get(name, 0.0)
+        self._backoff[name] = min(RETRY_MAX, max(RETRY_MIN, delay * 2))
+        if name in self.keep_up:
+            self.keep_up[name] = now + self._backoff[name]
+        port = cfg.remote_port
+        local_port = NATT_PORT if port == NATT_PORT else IKE_PORT
+        sa = IsakmpSa(self, initiator=True, config=cfg, icookie=self._new_cookie(), rcookie=bytes(8),
+                      local=(self.local_address, local_port), remote=(cfg.remote_address, port), now=now)
+        self._sas[sa.icookie] = sa
+        self._note("ike.initiate", connection=name, peer=sa.remote_str, version=1)
+        sa.start(now)
+        return sa
+
+    def _new_cookie(self) -> bytes:
+        while True:
+            cookie = self._random(8)
+            if cookie != bytes(8) and cookie not in self._sas:
+                return cookie
+
+    def _active(self, name: str) -> bool:
+        return any(sa.name == name and sa.state not in (State.CLOSED, State.DELETING) and not sa.replaced
+                   for sa in self._sas.values())
+
+    def terminate(self, name: str, now: float) -> int:
+        self.keep_up.pop(name, None)
+        self._backoff.pop(name, None)
+        count = 0
+        for sa in list(self._sas.values()):
+            if sa.name == name and sa.state is not State.CLOSED:
+                sa.delete(now, reason="terminated by operator")
+                count += 1
+        self._collect()
+        return count
+
+    def rekey(self, name: str, now: float, *, ike: bool = False) -> int:
+        count = 0
+        for sa in list(self._sas.values()):
+            if sa.name == name and sa.state is State.ESTABLISHED and not sa.replaced:
+                if ike:
+                    self.rekey_phase1(sa, now)
+                else:
+                    for child in list(sa.children):
+                        if child.state == "installed":
+                            sa.start_quick_mode(child.config, now, rekey=child)
+                count += 1
+        return count
+
+    # -- receiving --------------------------------------------------------------------------------
+    def receive(self, data: bytes, local_port: int, remote: tuple[str, int], now: float) -> None:
+        try:
+            header = Header.decode(data)
+        except MalformedMessage:
+            return self._count("malformed")
+        if header.version >> 4 != 1:
+            return self._count("bad_version")
+        if header.exchange == ExchangeType.AGGRESSIVE:
+            self._count("aggressive_mode_refused")
+            self._note("ikev1.aggressive_mode_refused", "warning", peer=f"{remote[0]}:{remote[1]}",
+                       detail="Aggressive Mode sends the identity in clear and exposes the pre-shared key "
+                              "to offline cracking; use Main Mode")
+            return self._notify_clear(header, local_port, remote, NotifyType.INVALID_EXCHANGE_TYPE)
+        if header.rcookie == bytes(8):
+            if header.exchange != ExchangeType.MAIN:
+                return self._count("unknown_cookie")
+            existing = self._by_icookie.get((header.icookie, remote[0], remote[1]))
+            if existing is not None and existing.state is not State.CLOSED:
+                existing.receive(data, header, now)
+                return
+            return self._on_mm1(data, header, local_port, remote, now)
+        sa = self._sas.get(header.rcookie) or self._sas.get(header.icookie)
+        if sa is None or sa.icookie != header.icookie or (sa.rcookie != header.rcookie
+                                                          and sa.rcookie != bytes(8)):
+            return self._count("unknown_cookie")
+        # NAT-T float (RFC 3947 4) or a changed NAT mapping: follow the peer.
+        if (sa.state in (State.MM_SA, State.MM_KE) or sa.remote[0] == remote[0]) \
+                and (local_port, remote) != (sa.local[1], sa.remote):
+            if sa.state is State.ESTABLISHED:
+                self._note("ikev1.peer_moved", connection=sa.name, old=sa.remote_str,
+                           new=f"{remote[0]}:{remote[1]}")
+            sa.local, sa.remote = (self.local_address, local_port), remote
+        sa.receive(data, header, now)
+        self._collect()
+
+    def _on_mm1(self, data: bytes, header: Header, local_port: int, remote: tuple[str, int],
+                now: float) -> None:
+        peer = f"{remote[0]}:{remote[1]}"
+        try:
+            payloads = decode_payloads(header.next_payload, data[28:header.length])
+        except MalformedMessage as exc:
+            self._count("malformed")
+            self._note("ikev1.malformed", "warning", peer=peer, detail=str(exc))
+            return
+        msg = Message(header, payloads, data)
+        sa_p = msg.find(SaPayload)
+        if not isinstance(sa_p, SaPayload) or not sa_p.proposals:
+            self._count("malformed")
+            return self._notify_clear(header, local_port, remote, NotifyType.PAYLOAD_MALFORMED)
+        vids = [vendor_name(p.data) for p in msg.all(VendorIdPayload) if isinstance(p, VendorIdPayload)]
+        if self._half_open() >= self.half_open_limit:
+            self._count("half_open_limit")
+            return
+        candidates = [c for c in self.configs.values() if c.remote_address == remote[0]]
+        candidates += [c for c in self.configs.values() if c.remote_address is None]
+        if not candidates:
+            self._count("no_config")
+            self.emit(NegotiationFailed(None, peer, "main_mode", "no_config",
+                                        f"no IKEv1 connection is configured for peer {remote[0]}"))
+            return self._notify_clear(header, local_port, remote, NotifyType.NO_PROPOSAL_CHOSEN)
+        theirs = [t for p in sa_p.proposals if p.protocol == ProtocolId.ISAKMP for t in p.transforms]
+        number = next((p.number for p in sa_p.proposals if p.protocol == ProtocolId.ISAKMP), 1)
+        for cfg in candidates:
+            method = AuthMethod.PSK if cfg.psk is not None else ikev1_method(cfg.private_key)
+            methods = {method}
+            if method != AuthMethod.PSK and cfg.trust is not None:
+                methods = {AuthMethod.RSA_SIG, AuthMethod.ECDSA_256, AuthMethod.ECDSA_384,
+                           AuthMethod.ECDSA_521}
+            picked = select_phase1(cfg.ike_proposals, methods, theirs)
+            if picked is None:
+                continue
+            transform, suite = picked
+            if suite.auth_method != method:
+                continue  # we sign with our own key's method; the peer must have offered it
+            sa = IsakmpSa(self, initiator=False, config=cfg, icookie=header.icookie,
+                          rcookie=self._new_cookie(),
+                          local=(self.local_address, local_port), remote=remote, now=now)
+            self._sas[sa.rcookie] = sa
+            self._by_icookie[(header.icookie, remote[0], remote[1])] = sa
+            self._note("ikev1.main_mode", connection=cfg.name, peer=peer, proposal=suite.name,
+                       vendor_ids=", ".join(vids) or "none")
+            sa.respond_mm1(msg, transform, suite, number, now)
+            return
+        self._count("no_proposal_chosen")
+        ours = [t for cfg in candidates for t in phase1_transforms(
+            cfg.ike_proposals, AuthMethod.PSK if cfg.psk is not None else ikev1_method(cfg.private_key),
+            cfg.ike_lifetime)]
+        self.emit(NegotiationFailed(candidates[0].name, peer, "main_mode", "no_proposal_chosen",
+                                    f"peer offered {describe_phase1(theirs)}; "
+                                    f"we accept {describe_phase1(ours)}"))
+        self._notify_clear(header, local_port, remote, NotifyType.NO_PROPOSAL_CHOSEN)
+
+    def _notify_clear(self, request: Header, local_port: int, remote: tuple[str, int], kind: int) -> None:
+        """An unprotected Informational answer that keeps no state (RFC 2408 5)."""
+        notify = NotifyPayload(kind, ProtocolId.ISAKMP, request.icookie + request.rcookie)
+        first, body = encode_payloads([notify])
+        header = Header(request.icookie, request.rcookie, first, ExchangeType.INFORMATIONAL, 0, 0,
+                        28 + len(body))
+        self._out.append(Datagram(header.encode() + body, local_port, remote))
+
+    def _half_open(self) -> int:
+        return sum(1 for sa in self._sas.values() if sa.state in (State.MM_SA, State.MM_KE, State.MM_AUTH))
+
+    def _collect(self) -> None:
+        for cookie, sa in list(self._sas.items()):
+            if sa.state is State.CLOSED:
+                del self._sas[cookie]
+        for key, sa in list(self._by_icookie.items()):
+            if sa.state is not State.MM_SA:
+                del self._by_icookie[key]
+
+    def _note(self, what: str, level: str = "info", **fields: object) -> None:
+        self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))
+
+    # -- reporting --------------------------------------------------------------------------------
+    def sas(self, now: float) -> list[dict[str, Any]]:
+        return [sa.describe(now) for sa in self._sas.values() if sa.state is not State.CLOSED]
+
+    def ike_sa_of_child(self, spi_in: int) -> IsakmpSa | None:
+        for sa in self._sas.values():
+            if any(c.spi_in == spi_in for c in sa.children):
+                return sa
+        return None
+
+    def negotiating(self, name: str) -> bool:
+        return self._active(name)
+
+    def established_connection(self, name: str) -> bool:
+        return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
+
+    def note_established(self, name: str) -> None:
+        self._backoff.pop(name, None)
