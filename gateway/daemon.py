@@ -21,6 +21,7 @@ from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
 from gateway.dataplane.sa import Mode
+from gateway.ike.endpoints import IkeEndpoints
 from gateway.ike.events import (
     AuthFailed,
     ChildSaActivate,
@@ -32,6 +33,7 @@ from gateway.ike.events import (
     Note,
     PeerDead,
 )
+from gateway.ike.v1.endpoint import IkeV1Endpoint
 from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.logs import event
@@ -74,7 +76,7 @@ class Gateway:
         self.engine = Dataplane(self.edge)
         self.tunnels: dict[str, ManualTunnel] = {}
         self.backend: Any = None
-        self.ike: IkeV2Endpoint | None = None
+        self.ike: IkeEndpoints | None = None
         self.ike_tunnels = TunnelTable(self.engine, cfg.dataplane.replay_window)
         self.ike_stats: dict[str, int] = {}
         self._ike_wake = asyncio.Event()
@@ -154,12 +156,17 @@ class Gateway:
     def _start_ike(self, peers: list[Any]) -> None:
         cfg = self.config
         epoch = time.time() - time.monotonic()  # certificates are judged by the wall clock
-        self.ike = IkeV2Endpoint(str(cfg.gateway.public_address), peers, timing=fromconfig.timing(cfg, epoch),
-                                 cookie_threshold=cfg.ike.cookie_threshold, pools=fromconfig.pools(cfg))
+        address = str(cfg.gateway.public_address)
+        timing = fromconfig.timing(cfg, epoch)
+        v2 = IkeV2Endpoint(address, [p for p in peers if p.version == 2], timing=timing,
+                           cookie_threshold=cfg.ike.cookie_threshold, pools=fromconfig.pools(cfg))
+        v1 = IkeV1Endpoint(address, [p for p in peers if p.version == 1], timing=timing)
+        self.ike = IkeEndpoints(v2, v1)
         now = time.monotonic()
         for peer in peers:
             event(log, "connection.loaded", connection=peer.name, remote=peer.remote_address,
                   auth=peer.auth_method, local_id=str(peer.local_id), remote_id=str(peer.remote_id),
+                  ike_version=peer.version,
                   ike=",".join(map(str, peer.ike_proposals)), esp=",".join(map(str, peer.child.proposals)))
             if cfg.connections[peer.name].ike.start == "start":
                 self.ike.initiate(peer.name, now)
@@ -214,7 +221,7 @@ class Gateway:
             if new_routes:
                 self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, tunnel.remote_nets))
         elif isinstance(ev, ChildSaActivate):
-            self.ike_tunnels.activate(ev.connection, ev.spi_in)
+            self.ike_tunnels.activate(ev.tunnel or ev.connection, ev.spi_in)
         elif isinstance(ev, ChildSaDown):
             self.ike_tunnels.down(ev)
             self._child_seen.pop(ev.spi_in, None)

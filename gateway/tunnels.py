@@ -91,12 +91,13 @@ class TunnelTable:
         """Install a pair; returns the tunnel and whether its routes are new."""
         pair = build_pair(ev, self.replay_window)
         self.engine.install_inbound(pair.inbound)
-        tunnel = self.tunnels.get(ev.connection)
+        key = ev.tunnel or ev.connection
+        tunnel = self.tunnels.get(key)
         new_routes = False
         if tunnel is None:
-            policy = Policy(ev.connection, pair.outbound.selectors, mode=Mode(ev.mode), esp_out=pair.outbound)
-            tunnel = ConnectionTunnel(ev.connection, policy)
-            self.tunnels[ev.connection] = tunnel
+            policy = Policy(key, pair.outbound.selectors, mode=Mode(ev.mode), esp_out=pair.outbound)
+            tunnel = ConnectionTunnel(key, policy)
+            self.tunnels[key] = tunnel
             self.engine.install_policy(policy)
             new_routes = True
         elif activate or tunnel.policy.esp_out is None:
@@ -118,13 +119,14 @@ class TunnelTable:
         self.engine.install_policy(tunnel.policy)
 
     def activate(self, connection: str, spi_in: int) -> None:
+        """``connection`` is the event's tunnel key (its connection unless it names a tunnel)."""
         tunnel = self.tunnels.get(connection)
         pair = tunnel.pairs.get(spi_in) if tunnel is not None else None
         if tunnel is not None and pair is not None and tunnel.policy.esp_out is not pair.outbound:
             self._switch(tunnel, pair)
 
     def down(self, ev: ChildSaDown) -> None:
-        tunnel = self.tunnels.get(ev.connection)
+        tunnel = self.tunnels.get(ev.tunnel or ev.connection)
         if tunnel is None:
             return
         pair = tunnel.pairs.pop(ev.spi_in, None)

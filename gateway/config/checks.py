@@ -64,6 +64,8 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
             if not conn.remote_subnets and conn.pool is None:
                 out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
         out += _auth_files(base, conn)
+        if conn.ike.version == 1:
+            out += _ikev1(base, conn)
         if conn.remote == "%any":
             if conn.ike.start == "start":
                 out.append(Problem((*base, "ike", "start"),
@@ -80,6 +82,41 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
             out.append(Problem((*base, "auth"), "give exactly one of psk or psk_file"))
         if conn.manual is not None:
             out.append(Problem((*base, "manual"), "manual SAs need keying: manual"))
+    return out
+
+
+def _ikev1(base: tuple[str, ...], conn: Connection) -> list[Problem]:
+    """What IKEv1 cannot carry: AEAD in Phase 1, several selectors per SA, Mode Config."""
+    from gateway.ike.v1.negotiation import ESP_CIPHERS, HASH_OF_INTEGRITY, P1_CIPHERS
+
+    out: list[Problem] = []
+    for i, text in enumerate(conn.proposals.ike):
+        try:
+            p = parse_ike_proposal(text)
+        except UnknownAlgorithm:
+            continue  # reported already
+        bad = [e.name for e in p.encryption if e.name not in P1_CIPHERS]
+        bad += [i.name for i in p.integrity if i.name not in HASH_OF_INTEGRITY]
+        if bad or not p.integrity:
+            out.append(Problem((*base, "proposals", "ike", i),
+                               f"IKEv1 Phase 1 cannot use {', '.join(bad) or 'an AEAD cipher'}: it takes "
+                               f"{', '.join(P1_CIPHERS)} with {', '.join(HASH_OF_INTEGRITY)}"))
+    for i, text in enumerate(conn.proposals.esp):
+        try:
+            p = parse_child_proposal(text)
+        except UnknownAlgorithm:
+            continue
+        bad = [e.name for e in p.encryption if e.name not in ESP_CIPHERS]
+        if bad:
+            out.append(Problem((*base, "proposals", "esp", i),
+                               f"IKEv1 Quick Mode cannot negotiate {', '.join(bad)}"))
+    if conn.pool is not None:
+        out.append(Problem((*base, "pool"), "IKEv1 connections cannot hand out addresses (no Mode Config): "
+                           "use L2TP/PPP or IKEv2"))
+    if conn.mode == "tunnel" and (len(conn.local_subnets) > 1 or len(conn.remote_subnets) > 1):
+        out.append(Problem((*base, "local_subnets" if len(conn.local_subnets) > 1 else "remote_subnets"),
+                           "an IKEv1 connection carries one local and one remote subnet: make one "
+                           "connection per pair"))
     return out
 
 

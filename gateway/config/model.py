@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from gateway.config.yamlsource import HexInt
 
@@ -200,9 +200,22 @@ class LoggingSection(Strict):
     format: Literal["text", "json"] = "text"
 
 
+#: What a connection accepts when its config names no proposals, by IKE version.  IKEv1's
+#: defaults cover the built-in L2TP/IPsec clients: Windows 10/11 (AES-256/SHA-1 with ECP-384,
+#: ECP-256 or MODP-2048), macOS/iOS (AES-256 with SHA2-256 or SHA-1, MODP-2048) and ESP with
+#: AES-CBC and SHA-1 (what they and SoftEther offer in Phase 2).  3DES, MD5 and MODP-1024 are
+#: never accepted unless named.
+DEFAULT_PROPOSALS = {
+    2: (["aes256gcm16-prfsha256-ecp256", "aes256-sha256-modp2048"],
+        ["aes128gcm16", "aes256gcm16", "aes256-sha256"]),
+    1: (["aes256-aes128-sha256-sha1-ecp384-ecp256-modp3072-modp2048"],
+        ["aes256-aes128-sha256-sha1", "aes256gcm16-aes128gcm16"]),
+}
+
+
 class Proposals(Strict):
-    ike: list[str] = ["aes256gcm16-prfsha256-ecp256", "aes256-sha256-modp2048"]
-    esp: list[str] = ["aes128gcm16", "aes256gcm16", "aes256-sha256"]
+    ike: list[str] = DEFAULT_PROPOSALS[2][0]
+    esp: list[str] = DEFAULT_PROPOSALS[2][1]
 
 
 class Lifetimes(Strict):
@@ -256,7 +269,7 @@ class Dpd(Strict):
 
 
 class IkeOptions(Strict):
-    version: Literal[2] = 2
+    version: Literal[1, 2] = 2
     start: Literal["none", "start"] = "none"
     fragmentation: bool = True
     fragment_size: int = Field(1280, ge=576, le=9000)
@@ -281,6 +294,17 @@ class Connection(Strict):
     ike: IkeOptions = IkeOptions()
     dpd: Dpd = Dpd()
     pool: str | None = None
+
+    @model_validator(mode="after")
+    def _version_defaults(self) -> Connection:
+        """Proposals the config leaves out default by IKE version (`DEFAULT_PROPOSALS`)."""
+        given = self.proposals.model_fields_set
+        ike, esp = DEFAULT_PROPOSALS[self.ike.version]
+        if self.ike.version != 2 and not {"ike", "esp"} <= given:
+            proposals = Proposals(ike=self.proposals.ike if "ike" in given else ike,
+                                  esp=self.proposals.esp if "esp" in given else esp)
+            object.__setattr__(self, "proposals", proposals)
+        return self
 
 
 class Pool(Strict):

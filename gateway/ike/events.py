@@ -56,6 +56,9 @@ class ChildSaUp:
     #: send on the new outbound SA now (False for the responder of a rekey, which
     #: switches when the old pair is deleted: RFC 7296 2.8)
     activate: bool = True
+    #: the dataplane tunnel this pair belongs to: the connection, or for a connection that
+    #: serves many peers (remote %any) one tunnel per peer
+    tunnel: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class ChildSaActivate:
 
     connection: str
     spi_in: int
+    tunnel: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class ChildSaDown:
     spi_in: int
     spi_out: int
     reason: str
+    tunnel: str = ""
 
 
 @dataclass(frozen=True)

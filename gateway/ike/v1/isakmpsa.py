@@ -162,6 +162,7 @@ class ChildSa:
     expire_at: float
     state: str = "installed"  # installed | rekeying | rekeyed
     delete_at: float | None = None
+    tunnel: str = ""  # the dataplane tunnel (see ChildSaUp.tunnel)
 
     def describe(self, now: float) -> dict[str, Any]:
         return {"name": self.config.name, "state": self.state, "spi_in": f"0x{self.spi_in:08x}",
@@ -724,6 +725,16 @@ class IsakmpSa:
         self._note("ikev1.quick_mode", connection=self.name, message_id=f"{mid:08x}",
                    rekey=f"0x{rekey.spi_in:08x}" if rekey else "no")
 
+    def _tunnel_key(self, qm: QuickMode | None = None) -> str:
+        """One dataplane tunnel per connection, or per peer for a connection open to many."""
+        if qm is not None:
+            child = next((c for c in self.children if c.spi_in == qm.spi_in), None)
+            if child is not None:
+                return child.tunnel
+        if self.config.remote_address is not None:
+            return self.name
+        return f"{self.name}@{self.remote[0]}:{self.remote[1]}"
+
     def _our_selectors(self, child: ChildConfig) -> tuple[TsRange, TsRange]:
         local, remote = child.local_ts[0], child.remote_ts[0]
         if child.mode == "transport":
@@ -948,12 +959,13 @@ class IsakmpSa:
         child = ChildSa(qm.config, qm.spi_in, spi_out, suite, qm.config.mode, (qm.local_ts,), (qm.remote_ts,),
                         qm.initiator, now, now + self._jittered(lifetime) if qm.initiator else None,
                         now + lifetime + (0 if qm.initiator else 30))
+        child.tunnel = qm.rekey.tunnel if qm.rekey is not None else self._tunnel_key()
         self.children.append(child)
         encap = self.remote[1] if self.encapsulate else None
         self.ctx.emit(ChildSaUp(self.name, self.ident, qm.spi_in, spi_out, 50, qm.config.mode,
                                 suite.negotiated(), keys, child.local_ts, child.remote_ts, self.local[0],
                                 self.remote[0], encap, qm.rekey.spi_in if qm.rekey else None, lifetime,
-                                activate=activate))
+                                activate=activate, tunnel=child.tunnel))
         if qm.rekey is not None:
             qm.rekey.state = "rekeyed"
             qm.rekey.delete_at = now + REKEY_DELETE_DELAY if qm.initiator else None
@@ -1011,7 +1023,7 @@ class IsakmpSa:
             for mid, qm in list(self.quick.items()):
                 if qm.initiator and qm.commit:
                     del self.quick[mid]
-                    self.ctx.emit(ChildSaActivate(self.name, qm.spi_in))
+                    self.ctx.emit(ChildSaActivate(self.name, qm.spi_in, self._tunnel_key(qm)))
         elif kind < 16384:
             pending = [qm for qm in self.quick.values() if qm.initiator]
             name = NotifyType(kind).name if kind in NotifyType._value2member_map_ else str(kind)
@@ -1028,7 +1040,8 @@ class IsakmpSa:
         if child in self.children:
             self.children.remove(child)
             self.ctx.release_spi(child.spi_in)
-            self.ctx.emit(ChildSaDown(self.name, self.ident, child.spi_in, child.spi_out, reason))
+            self.ctx.emit(ChildSaDown(self.name, self.ident, child.spi_in, child.spi_out, reason,
+                                      child.tunnel))
 
     def delete_child(self, child: ChildSa, reason: str) -> None:
         self._send_informational([DeletePayload(ProtocolId.ESP, [child.spi_in.to_bytes(4, "big")])])
@@ -1235,7 +1248,8 @@ class IsakmpSa:
             elif r is None and now >= qm.started + timing.half_open_timeout:
                 self.quick.pop(qm.message_id, None)
                 if qm.commit and qm.initiator:
-                    self.ctx.emit(ChildSaActivate(self.name, qm.spi_in))  # no CONNECTED came: use it anyway
+                    # no CONNECTED came: use the SA anyway
+                    self.ctx.emit(ChildSaActivate(self.name, qm.spi_in, self._tunnel_key(qm)))
         if self.state is not State.ESTABLISHED:
             return
         if self.expire_at is not None and now >= self.expire_at:

@@ -146,7 +146,8 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         dpd_timeout=conn.dpd.timeout,
         dpd_action=conn.dpd.action, force_encap=conn.encapsulation == "udp",
         fragmentation=conn.ike.fragmentation, fragment_size=conn.ike.fragment_size,
-        remote_port=conn.ike.remote_port, initial_contact=conn.ike.initial_contact, pool=conn.pool)
+        remote_port=conn.ike.remote_port, initial_contact=conn.ike.initial_contact, pool=conn.pool,
+        version=conn.ike.version)
 
 
 def pools(config: Config) -> dict[str, AddressPool]:

@@ -1,0 +1,87 @@
+"""Both IKE versions behind one sans-IO interface, for the daemon.
+
+IKEv1 and IKEv2 share UDP ports 500 and 4500; the version field of the header (RFC 2408
+3.1, RFC 7296 3.1) says which core a message is for.  Connections belong to the core of
+their configured version, so commands and timers go where the connection lives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.ike.events import Datagram
+from gateway.ike.settings import PeerConfig
+from gateway.ike.v1.endpoint import IkeV1Endpoint
+from gateway.ike.v2.endpoint import IkeV2Endpoint
+
+
+class IkeEndpoints:
+    def __init__(self, v2: IkeV2Endpoint, v1: IkeV1Endpoint) -> None:
+        self.v2 = v2
+        self.v1 = v1
+        self._dropped: dict[str, int] = {}
+
+    @property
+    def configs(self) -> dict[str, PeerConfig]:
+        return {**self.v2.configs, **self.v1.configs}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        out = dict(self._dropped)
+        for prefix, ep in (("", self.v2), ("ikev1_", self.v1)):
+            for k, v in ep.counters.items():
+                out[prefix + k] = out.get(prefix + k, 0) + v
+        return out
+
+    def _of(self, name: str) -> IkeV1Endpoint | IkeV2Endpoint:
+        return self.v1 if name in self.v1.configs else self.v2
+
+    def receive(self, data: bytes, local_port: int, remote: tuple[str, int], now: float) -> None:
+        major = data[17] >> 4 if len(data) >= 28 else 0
+        if major == 2:
+            self.v2.receive(data, local_port, remote, now)
+        elif major == 1:
+            self.v1.receive(data, local_port, remote, now)
+        else:
+            self._dropped["bad_version"] = self._dropped.get("bad_version", 0) + 1
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        return self.v2.datagrams_to_send() + self.v1.datagrams_to_send()
+
+    def next_event(self) -> object | None:
+        ev = self.v2.next_event()
+        return ev if ev is not None else self.v1.next_event()
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self.v2.get_timer(), self.v1.get_timer()) if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        self.v2.handle_timer(now)
+        self.v1.handle_timer(now)
+
+    def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
+        self._of(name).initiate(name, now, keep_up=keep_up)
+
+    def terminate(self, name: str, now: float) -> int:
+        return self._of(name).terminate(name, now)
+
+    def rekey(self, name: str, now: float, *, ike: bool = False) -> int:
+        return self._of(name).rekey(name, now, ike=ike)
+
+    def sas(self, now: float) -> list[dict[str, Any]]:
+        return self.v2.sas(now) + self.v1.sas(now)
+
+    def ike_sa_of_child(self, spi_in: int) -> Any:
+        return self.v2.ike_sa_of_child(spi_in) or self.v1.ike_sa_of_child(spi_in)
+
+    def negotiating(self, name: str) -> bool:
+        return self._of(name).negotiating(name)
+
+    def established(self, name: str) -> bool:
+        if name in self.v1.configs:
+            return self.v1.established_connection(name)
+        return self.v2.established(name)
+
+    def note_established(self, name: str) -> None:
+        self._of(name).note_established(name)
