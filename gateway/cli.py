@@ -113,11 +113,14 @@ def cmd_sas(args: argparse.Namespace) -> int:
         return 0
     for ike in result.get("ike_sas", []):
         role = "initiator" if ike["initiator"] else "responder"
-        print(f"{ike['name']}: IKE SA {ike['ike_sa']} {ike['state']} ({role}), "
+        kind = "ISAKMP SA (IKEv1)" if ike.get("version") == 1 else "IKE SA"
+        print(f"{ike['name']}: {kind} {ike['ike_sa']} {ike['state']} ({role}), "
               f"{ike['local']} [{ike['local_id']}] <=> {ike['remote']} [{ike['remote_id']}]")
         nat = [side for side, flag in (("local", ike["nat_local"]), ("remote", ike["nat_remote"])) if flag]
         print(f"  {ike['algorithm']}, auth {ike['auth'] or '-'}, NAT {'/'.join(nat) or 'none'}, "
               f"up {ike['established_for']} s, rekey in {ike['rekey_in']} s")
+        if ike.get("vendor_ids"):
+            print(f"  vendor IDs: {', '.join(ike['vendor_ids'])}")
         for child in ike["children"]:
             print(f"  {child['name']}: CHILD SA {child['state']} {child['mode']} {child['algorithm']} "
                   f"in {child['spi_in']} out {child['spi_out']}, rekey in {child['rekey_in']} s, "
