@@ -252,6 +252,10 @@ class Dataplane:
             inner = payload
         else:
             assert outer is not None
+            if sa.encap is not None:
+                # UDP-encapsulated transport mode crossed a NAT: the sender's TCP/UDP
+                # checksum covers addresses we do not see (RFC 3948 3.1.2).
+                payload = ip.transport_checksum_fix(next_header, outer[12:16], outer[16:20], payload)
             inner = ip.rewrite_header(outer, proto=next_header,
                                       total_length=len(outer) + len(payload)) + payload
         if sa.selectors and not self._selectors_allow(sa, inner):

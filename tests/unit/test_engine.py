@@ -164,6 +164,21 @@ def test_esp_transport_over_udp_encapsulation() -> None:
     assert isinstance(delivered, bytes) and delivered[20:] == l2tp[20:]
 
 
+def test_transport_checksums_fixed_after_a_nat() -> None:
+    """A client behind a NAT computed its UDP checksum with its private address; after
+    decapsulation the packet carries the NAT's public one (RFC 3948 3.1.2)."""
+    gw = gateways(mode=Mode.TRANSPORT, encap=UdpEncap())
+    gw.ab_in.selectors = ()  # the NAT rewrote the source address the selectors would name
+    gw.ab_in.selector_cache = None
+    l2tp = udp_packet(A_PUB, B_PUB, 1701, 1701, b"\xc8\x02" + bytes(30))  # checksummed with A's address
+    nat = ipaddress.IPv4Address("203.0.113.99")
+    delivered = wire(gw.a.outbound(l2tp), nat, gw.b)  # B sees the NAT's address instead
+    assert isinstance(delivered, bytes) and delivered[12:16] == nat.packed
+    pseudo = delivered[12:20] + bytes((0, ip.PROTO_UDP)) + len(delivered[20:]).to_bytes(2, "big")
+    assert ip.checksum(pseudo + delivered[20:]) in (0, 0xFFFF), "UDP checksum must verify"
+    assert delivered[28:] == l2tp[28:]
+
+
 @pytest.mark.parametrize("integ", ["sha1", "sha256", "sha512", "md5"])
 def test_ah_tunnel(integ: str) -> None:
     gw = gateways("ah", integ=integ)
