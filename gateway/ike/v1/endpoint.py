@@ -103,6 +103,15 @@ class IkeV1Endpoint:
         # A responder-side Phase 1 rekey: the peer's new SA takes over our IPsec SAs once
         # the old one is deleted; nothing to do until then.
 
+    def successor(self, sa: IsakmpSa) -> IsakmpSa | None:
+        """The newest other established ISAKMP SA with the same peer (connection, address and port,
+        identity): where IPsec SAs go when the peer deletes the SA that made them."""
+        found = [o for o in self._sas.values() if o is not sa and o.state is State.ESTABLISHED
+                 and o.config is sa.config and o.remote == sa.remote and o.peer_id is not None
+                 and sa.peer_id is not None and o.peer_id.matches(sa.peer_id)
+                 and (o.established_at or 0) >= (sa.established_at or 0)]
+        return max(found, key=lambda o: o.established_at or 0) if found else None
+
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None:
         """Make-before-break Phase 1 rekey: a new Main Mode; the IPsec SAs move to it."""
         new = self._start(sa.name, now)

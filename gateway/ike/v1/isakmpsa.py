@@ -127,6 +127,7 @@ class Context(Protocol):
     def initial_contact(self, sa: IsakmpSa) -> None: ...
     def established(self, sa: IsakmpSa, now: float) -> None: ...
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None: ...
+    def successor(self, sa: IsakmpSa) -> IsakmpSa | None: ...
 
 
 class State(enum.Enum):
@@ -1000,6 +1001,15 @@ class IsakmpSa:
     def _on_delete(self, p: DeletePayload, now: float) -> None:
         if p.protocol == ProtocolId.ISAKMP:
             if any(spi == self.icookie + self.rcookie for spi in p.spis):
+                successor = self.ctx.successor(self)
+                if successor is not None and self.children:
+                    # The peer rekeyed Phase 1 (a new Main Mode) and drops the old SA:
+                    # the IPsec SAs live on under the new one, as strongSwan expects.
+                    successor.children += self.children
+                    self._note("ikev1.rekeyed", connection=self.name, old=self.ident, new=successor.ident,
+                               children=len(self.children))
+                    self.children = []
+                    self.replaced = True
                 self._note("ikev1.deleted_by_peer", connection=self.name, ike_sa=self.ident)
                 self.close("deleted by peer", now)
             return
