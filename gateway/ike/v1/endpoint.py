@@ -100,16 +100,24 @@ class IkeV1Endpoint:
 
     def established(self, sa: IsakmpSa, now: float) -> None:
         self._backoff.pop(sa.name, None)
-        # A responder-side Phase 1 rekey: the peer's new SA takes over our IPsec SAs once
-        # the old one is deleted; nothing to do until then.
+        if sa.initiator:
+            return
+        # The peer rekeyed Phase 1 with a new Main Mode: the IPsec SAs it made under the
+        # old ISAKMP SA now belong to the new one (what strongSwan does, adopt_children).
+        for other in list(self._sas.values()):
+            if other is not sa and other.children and other.state is State.ESTABLISHED \
+                    and sa.successor_of(other):
+                sa.children += other.children
+                self._note("ikev1.rekeyed", connection=sa.name, old=other.ident, new=sa.ident,
+                           children=len(other.children))
+                other.children = []
+                other.replaced = True
 
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None:
         """The newest other established ISAKMP SA with the same peer (connection, address and port,
         identity): where IPsec SAs go when the peer deletes the SA that made them."""
         found = [o for o in self._sas.values() if o is not sa and o.state is State.ESTABLISHED
-                 and o.config is sa.config and o.remote == sa.remote and o.peer_id is not None
-                 and sa.peer_id is not None and o.peer_id.matches(sa.peer_id)
-                 and (o.established_at or 0) >= (sa.established_at or 0)]
+                 and o.successor_of(sa) and (o.established_at or 0) >= (sa.established_at or 0)]
         return max(found, key=lambda o: o.established_at or 0) if found else None
 
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None:

@@ -444,7 +444,7 @@ class IsakmpSa:
             self.remote = (self.remote[0], NATT_PORT)
             self._note("ikev1.float", connection=self.name, peer=self.remote_str)
         payloads = self._auth_payloads(initiator=True)
-        if self.config.initial_contact:
+        if self.config.initial_contact and self.reauth_of is None:  # not when rekeying Phase 1
             payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP,
                                           self.icookie + self.rcookie))
         self.state = State.MM_AUTH
@@ -675,6 +675,12 @@ class IsakmpSa:
                    children=len(self.children))
         old.replaced = True
         old.delete(now, reason="phase 1 rekeyed")
+
+    def successor_of(self, other: IsakmpSa) -> bool:
+        """Whether this SA is with the same peer as ``other`` (connection, address and port,
+        identity), so it may take over other's IPsec SAs."""
+        return (other.config is self.config and other.remote == self.remote and other.peer_id is not None
+                and self.peer_id is not None and other.peer_id.matches(self.peer_id))
 
     def _jittered(self, seconds: float) -> float:
         jitter = self.config.jitter if self.config.jitter is not None else self.ctx.timing.jitter
