@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.ike.events import Datagram
+from gateway.ike.events import Datagram, Note
 from gateway.ike.settings import PeerConfig
 from gateway.ike.v1.endpoint import IkeV1Endpoint
 from gateway.ike.v2.endpoint import IkeV2Endpoint
@@ -20,6 +20,7 @@ class IkeEndpoints:
         self.v2 = v2
         self.v1 = v1
         self._dropped: dict[str, int] = {}
+        self._notes: list[Note] = []
 
     @property
     def configs(self) -> dict[str, PeerConfig]:
@@ -38,17 +39,27 @@ class IkeEndpoints:
 
     def receive(self, data: bytes, local_port: int, remote: tuple[str, int], now: float) -> None:
         major = data[17] >> 4 if len(data) >= 28 else 0
-        if major == 2:
-            self.v2.receive(data, local_port, remote, now)
-        elif major == 1:
-            self.v1.receive(data, local_port, remote, now)
-        else:
-            self._dropped["bad_version"] = self._dropped.get("bad_version", 0) + 1
+        core = {2: self.v2, 1: self.v1}.get(major)
+        if core is None:
+            self._count("bad_version")
+            return
+        try:
+            core.receive(data, local_port, remote, now)
+        except Exception as exc:  # a bug must cost one message, not the gateway
+            self._count("internal_error")
+            fields = (("peer", f"{remote[0]}:{remote[1]}"), ("version", str(major)),
+                      ("error", type(exc).__name__))
+            self._notes.append(Note("ike.internal_error", "error", fields))
+
+    def _count(self, reason: str) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
 
     def datagrams_to_send(self) -> list[Datagram]:
         return self.v2.datagrams_to_send() + self.v1.datagrams_to_send()
 
     def next_event(self) -> object | None:
+        if self._notes:
+            return self._notes.pop(0)
         ev = self.v2.next_event()
         return ev if ev is not None else self.v1.next_event()
 
