@@ -278,9 +278,6 @@ def _wrong_psk() -> Wire:
     return establish(hq, branch)
 
 
-@pytest.mark.xfail(reason="with a wrong PSK the responder cannot decrypt Main Mode message 5 (its key "
-                          "comes from the PSK): it notes ikev1.malformed 'payload type 5 length ... out of "
-                          "bounds' and never emits AuthFailed(bad_psk)", strict=True)
 def test_wrong_psk_reported_as_bad_psk() -> None:
     w = _wrong_psk()
     w.advance(60, step=2)
@@ -315,9 +312,6 @@ def test_phase1_proposal_mismatch() -> None:
     assert not of_type(w.events_a + w.events_b, IkeSaUp)
 
 
-@pytest.mark.xfail(reason="the initiator ignores the responder's NO-PROPOSAL-CHOSEN (clear Informational "
-                          "with a zero responder cookie) and only gives up after retransmitting",
-                   strict=True)
 def test_phase1_proposal_mismatch_initiator_learns_at_once() -> None:
     hq, _ = v1_pair(ike="aes256-sha1-modp2048")
     _, branch = v1_pair(ike="aes128-sha256-modp3072")
@@ -472,10 +466,6 @@ def test_retransmission_when_every_message_is_lost_once_given_time() -> None:
     _check_every_message_sent_twice(_lose_every_message_once(timing(half_open_timeout=120.0)))
 
 
-@pytest.mark.xfail(reason="default Timing: the initiator's own half-open limit (30 s from message 1) "
-                          "closes its ISAKMP SA at +30 s with 'Main Mode did not complete in time' while "
-                          "its message 5 retransmission is still due (losing each Main Mode message once "
-                          "costs 33.6 s); every keep-up retry dies the same way", strict=True)
 def test_retransmission_when_every_message_is_lost_once() -> None:
     _check_every_message_sent_twice(_lose_every_message_once(timing()))
 
@@ -515,7 +505,8 @@ def test_main_mode_gives_up_without_answers() -> None:
     w.drop = lambda tag, d: True
     w.a.initiate("to-branch", w.now)
     w.pump()
-    run_until(w, lambda: bool(of_type(w.events_a, NegotiationFailed)), 120, step=1)
+    # like IKEv2, an initiator gives up by retransmission count: 4 s x 1.8^n, 6 sends ~ 165 s
+    run_until(w, lambda: bool(of_type(w.events_a, NegotiationFailed)), 200, step=1)
     fails = of_type(w.events_a, NegotiationFailed)
     assert fails and fails[0].stage == "main_mode" and fails[0].reason == "timeout"
     first = next(d for t, d in w.log if t == "a>b").data

@@ -226,6 +226,12 @@ class IkeV1Endpoint:
                        detail="Aggressive Mode sends the identity in clear and exposes the pre-shared key "
                               "to offline cracking; use Main Mode")
             return self._notify_clear(header, local_port, remote, NotifyType.INVALID_EXCHANGE_TYPE)
+        if header.exchange == ExchangeType.INFORMATIONAL and not header.encrypted:
+            sa = self._initiator_sa_for_notify(data, header)
+            if sa is not None:
+                sa.receive(data, header, now)
+                self._collect()
+                return
         if header.rcookie == bytes(8):
             if header.exchange != ExchangeType.MAIN:
                 return self._count("unknown_cookie")
@@ -247,6 +253,22 @@ class IkeV1Endpoint:
             sa.local, sa.remote = (self.local_address, local_port), remote
         sa.receive(data, header, now)
         self._collect()
+
+    def _initiator_sa_for_notify(self, data: bytes, header: Header) -> IsakmpSa | None:
+        """A clear notification refusing our Main Mode: by our initiator cookie in the header
+        (RFC 2408 5: the responder has no cookie yet) or, as SoftEther sends it, in the
+        notification's SPI under a fresh header cookie."""
+        cookies = [header.icookie]
+        try:
+            payloads = decode_payloads(header.next_payload, data[28:header.length])
+        except MalformedMessage:
+            payloads = []
+        cookies += [p.spi[:8] for p in payloads if isinstance(p, NotifyPayload) and len(p.spi) >= 8]
+        for cookie in cookies:
+            sa = self._sas.get(cookie)
+            if sa is not None and sa.initiator and sa.state is State.MM_SA:
+                return sa
+        return None
 
     def _on_mm1(self, data: bytes, header: Header, local_port: int, remote: tuple[str, int],
                 now: float) -> None:

@@ -1114,6 +1114,14 @@ class IsakmpSa:
         try:
             payloads = decode_payloads(header.next_payload, plain, padded=header.encrypted)
         except MalformedMessage as exc:
+            if header.encrypted and header.exchange == ExchangeType.MAIN and self._awaiting_auth():
+                # Message 5/6 is encrypted with a key derived from the PSK: garbage after
+                # decryption means the two sides hold different keys (RFC 2409 5.4).
+                reason = "bad_psk" if self.config.psk is not None else "malformed"
+                self._auth_failed(reason, f"message {'5' if not self.initiator else '6'} from "
+                                  f"{self.remote_str} does not decrypt to ISAKMP payloads"
+                                  + (" (wrong PSK?)" if reason == "bad_psk" else ""), now)
+                return
             self._note("ikev1.malformed", "warning", connection=self.name, peer=self.remote_str,
                        detail=str(exc))
             return
@@ -1121,8 +1129,8 @@ class IsakmpSa:
         if header.exchange == ExchangeType.MAIN:
             self._on_main(msg, next_iv, now)
         elif header.exchange in (ExchangeType.QUICK, ExchangeType.INFORMATIONAL) and header.encrypted:
-            if self.state is not State.ESTABLISHED or not payloads or not isinstance(payloads[0],
-                                                                                     HashPayload):
+            if self.state is not State.ESTABLISHED or not payloads or \
+                    not isinstance(payloads[0], HashPayload):
                 return
             length = sum(4 + len(p.raw) for p in payloads)
             rest = plain[4 + len(payloads[0].raw):length]
@@ -1136,6 +1144,9 @@ class IsakmpSa:
         else:
             self._note("ikev1.unsupported_exchange", "warning", connection=self.name, peer=self.remote_str,
                        exchange=header.exchange)
+
+    def _awaiting_auth(self) -> bool:
+        return self.state is (State.MM_AUTH if self.initiator else State.MM_KE)
 
     def _on_main(self, msg: Message, next_iv: bytes, now: float) -> None:
         state, enc = self.state, msg.header.encrypted
@@ -1208,8 +1219,8 @@ class IsakmpSa:
         times: list[float] = []
         if self.retransmit is not None:
             times.append(self.retransmit.next_at)
-        if self.state in (State.MM_SA, State.MM_KE, State.MM_AUTH):
-            times.append(self.half_open_deadline)
+        if self.state in (State.MM_SA, State.MM_KE) and not self.initiator:
+            times.append(self.half_open_deadline)  # initiators give up by retransmission count
         for qm in self.quick.values():
             if qm.retransmit is not None:
                 times.append(qm.retransmit.next_at)
@@ -1247,7 +1258,7 @@ class IsakmpSa:
             r.tries += 1
             r.next_at = now + timing.retransmit_timeout * timing.retransmit_base ** r.tries
             self._send(r.datagrams)
-        if self.state in (State.MM_SA, State.MM_KE, State.MM_AUTH) and now >= self.half_open_deadline:
+        if self.state in (State.MM_SA, State.MM_KE) and not self.initiator and now >= self.half_open_deadline:
             self.ctx.emit(NegotiationFailed(self.name, self.remote_str, "main_mode", "timeout",
                                             "Main Mode did not complete in time"))
             self.close("half-open timeout", now, report=False)
