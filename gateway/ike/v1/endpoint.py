@@ -12,13 +12,12 @@ hash to crack the pre-shared key offline.
 
 from __future__ import annotations
 
-import datetime
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.ike.events import Datagram, NegotiationFailed, Note, PeerDead
+from gateway.ike.endpointbase import EndpointBase
+from gateway.ike.events import Datagram, NegotiationFailed
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.signatures import ikev1_method
 from gateway.ike.v1.constants import IKE_PORT, NATT_PORT, AuthMethod, ExchangeType, NotifyType, ProtocolId
@@ -35,59 +34,17 @@ from gateway.ike.v1.message import (
 )
 from gateway.ike.v1.negotiation import describe_phase1, phase1_transforms, select_phase1
 
-RETRY_MIN = 5.0
-RETRY_MAX = 120.0
 
-
-class IkeV1Endpoint:
+class IkeV1Endpoint(EndpointBase):
     def __init__(self, local_address: str, configs: list[PeerConfig], *,
                  random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
                  half_open_limit: int = 1000) -> None:
-        self.local_address = local_address
-        self.configs = {c.name: c for c in configs}
-        self._random = random
-        self.timing = timing or Timing()
+        super().__init__(local_address, configs, random, timing)
         self.half_open_limit = half_open_limit
         self._sas: dict[bytes, IsakmpSa] = {}  # by our cookie
         self._by_icookie: dict[tuple[bytes, str, int], IsakmpSa] = {}  # responder SAs before MM3
-        self._spis: set[int] = set()
-        self._out: list[Datagram] = []
-        self._events: deque[object] = deque()
-        self.keep_up: dict[str, float] = {}
-        self._backoff: dict[str, float] = {}
-        self.counters: dict[str, int] = {}
 
-    # -- the Context an IsakmpSa sees ---------------------------------------------------------
-    def random(self, n: int) -> bytes:
-        return self._random(n)
-
-    def wall_time(self, now: float) -> datetime.datetime | None:
-        epoch = self.timing.epoch
-        return None if epoch is None else datetime.datetime.fromtimestamp(epoch + now, datetime.UTC)
-
-    def emit(self, event: object) -> None:
-        self._events.append(event)
-        if isinstance(event, PeerDead):
-            cfg = self.configs.get(event.connection)
-            if cfg is not None and event.action == "restart" and cfg.remote_address is not None:
-                self.keep_up[cfg.name] = 0.0
-                self._backoff.pop(cfg.name, None)
-            elif cfg is not None and event.action == "clear":
-                self.keep_up.pop(cfg.name, None)
-
-    def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
-        self._out += [Datagram(d, local_port, remote) for d in datagrams]
-
-    def allocate_spi(self) -> int:
-        while True:
-            spi = int.from_bytes(self._random(4), "big")
-            if spi >= 0x100 and spi not in self._spis:
-                self._spis.add(spi)
-                return spi
-
-    def release_spi(self, spi: int) -> None:
-        self._spis.discard(spi)
-
+    # -- the Context an IsakmpSa sees (beyond EndpointBase) -----------------------------------
     def initial_contact(self, sa: IsakmpSa) -> None:
         """RFC 2407 4.6.3.3: the peer lost its state; drop what we hold for the same peer
         (same connection, identity and address), IPsec SAs included."""
@@ -126,49 +83,11 @@ class IkeV1Endpoint:
         new.reauth_of = sa
         self._note("ikev1.rekeying", connection=sa.name, old=sa.ident, new=new.ident)
 
-    # -- the shell's interface ----------------------------------------------------------------
-    def datagrams_to_send(self) -> list[Datagram]:
-        out, self._out = self._out, []
-        return out
-
-    def next_event(self) -> object | None:
-        return self._events.popleft() if self._events else None
-
-    def _count(self, reason: str) -> None:
-        self.counters[reason] = self.counters.get(reason, 0) + 1
-
-    def get_timer(self) -> float | None:
-        times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
-        times += [t for name, t in self.keep_up.items() if not self._active(name)]
-        return min(times) if times else None
-
-    def handle_timer(self, now: float) -> None:
-        for sa in list(self._sas.values()):
-            deadline = sa.next_deadline()
-            if deadline is not None and now >= deadline:
-                sa.on_timer(now)
-        self._collect()
-        for name, when in list(self.keep_up.items()):
-            if now >= when and not self._active(name):
-                self._start(name, now)
-
     # -- initiating -----------------------------------------------------------------------------
-    def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
-        cfg = self.configs[name]
-        if cfg.remote_address is None:
-            raise ValueError(f"connection {name} has no remote address to initiate to")
-        if keep_up:
-            self.keep_up[name] = now
-        if not self._active(name):
-            self._start(name, now)
-
     def _start(self, name: str, now: float) -> IsakmpSa:
         cfg = self.configs[name]
         assert cfg.remote_address is not None
-        delay = self._backoff.get(name, 0.0)
-        self._backoff[name] = min(RETRY_MAX, max(RETRY_MIN, delay * 2))
-        if name in self.keep_up:
-            self.keep_up[name] = now + self._backoff[name]
+        self._next_attempt(name, now)
         port = cfg.remote_port
         local_port = NATT_PORT if port == NATT_PORT else IKE_PORT
         sa = IsakmpSa(self, initiator=True, config=cfg, icookie=self._new_cookie(), rcookie=bytes(8),
@@ -346,9 +265,6 @@ class IkeV1Endpoint:
             if sa.state is not State.MM_SA:
                 del self._by_icookie[key]
 
-    def _note(self, what: str, level: str = "info", **fields: object) -> None:
-        self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))
-
     # -- reporting --------------------------------------------------------------------------------
     def sas(self, now: float) -> list[dict[str, Any]]:
         return [sa.describe(now) for sa in self._sas.values() if sa.state is not State.CLOSED]
@@ -365,5 +281,3 @@ class IkeV1Endpoint:
     def established_connection(self, name: str) -> bool:
         return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
 
-    def note_established(self, name: str) -> None:
-        self._backoff.pop(name, None)

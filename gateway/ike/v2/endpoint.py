@@ -14,18 +14,17 @@ backoff).  Shaped like aioquic's QuicConnection: no sockets, no clock, no thread
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import hmac
 import ipaddress
 import os
 import struct
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from gateway.crypto.dh import DH_GROUPS
-from gateway.ike.events import Datagram, NegotiationFailed, Note, PeerDead
+from gateway.ike.endpointbase import EndpointBase
+from gateway.ike.events import Datagram, NegotiationFailed
 from gateway.ike.pool import AddressPool
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.v2.constants import (
@@ -54,67 +53,19 @@ from gateway.ike.v2.message import (
 )
 from gateway.ike.v2.negotiation import build_proposals, describe_proposals, select
 
-RETRY_MIN = 5.0
-RETRY_MAX = 120.0
 
-
-class IkeV2Endpoint:
+class IkeV2Endpoint(EndpointBase):
     def __init__(self, local_address: str, configs: list[PeerConfig], *,
                  random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
                  cookie_threshold: int = 10, pools: dict[str, AddressPool] | None = None) -> None:
-        self.local_address = local_address
-        self.configs = {c.name: c for c in configs}
-        self._random = random
-        self.timing = timing or Timing()
+        super().__init__(local_address, configs, random, timing)
         self.cookie_threshold = cookie_threshold
         self._cookie_secret = random(32)
         self._sas: dict[bytes, IkeSa] = {}  # by our SPI
         self._half_open: dict[tuple[bytes, str, int], IkeSa] = {}
-        self._spis: set[int] = set()
-        self._out: list[Datagram] = []
-        self._events: deque[object] = deque()
-        self.keep_up: dict[str, float] = {}  # connection -> earliest next attempt
-        self._backoff: dict[str, float] = {}
-        self.counters: dict[str, int] = {}
         self.pools = pools or {}
 
-    # -- the Context an IkeSa sees ------------------------------------------------------
-    def random(self, n: int) -> bytes:
-        return self._random(n)
-
-    def wall_time(self, now: float) -> datetime.datetime | None:
-        epoch = self.timing.epoch
-        return None if epoch is None else datetime.datetime.fromtimestamp(epoch + now, datetime.UTC)
-
-    def emit(self, event: object) -> None:
-        self._events.append(event)
-        if isinstance(event, PeerDead):
-            self._dead_peer_action(event)
-
-    def _dead_peer_action(self, event: PeerDead) -> None:
-        cfg = self.configs.get(event.connection)
-        if cfg is None:
-            return
-        if event.action == "restart" and cfg.remote_address is not None:
-            self.keep_up[cfg.name] = 0.0
-            self._backoff.pop(cfg.name, None)
-        elif event.action == "clear":
-            self.keep_up.pop(cfg.name, None)
-
-    def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
-        for d in datagrams:
-            self._out.append(Datagram(d, local_port, remote))
-
-    def allocate_spi(self) -> int:
-        while True:
-            spi = int.from_bytes(self._random(4), "big")
-            if spi >= 0x100 and spi not in self._spis:
-                self._spis.add(spi)
-                return spi
-
-    def release_spi(self, spi: int) -> None:
-        self._spis.discard(spi)
-
+    # -- the Context an IkeSa sees (beyond EndpointBase) -------------------------------------
     def configs_for(self, remote_ip: str) -> list[PeerConfig]:
         exact = [c for c in self.configs.values() if c.remote_address == remote_ip]
         return exact + [c for c in self.configs.values() if c.remote_address is None]
@@ -141,42 +92,7 @@ class IkeV2Endpoint:
                 other.close("replaced: peer sent INITIAL_CONTACT", 0.0)
         self._collect()
 
-    # -- the shell's interface ----------------------------------------------------------
-    def datagrams_to_send(self) -> list[Datagram]:
-        out, self._out = self._out, []
-        return out
-
-    def next_event(self) -> object | None:
-        return self._events.popleft() if self._events else None
-
-    def _count(self, reason: str) -> None:
-        self.counters[reason] = self.counters.get(reason, 0) + 1
-
-    def get_timer(self) -> float | None:
-        times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
-        times += [t for name, t in self.keep_up.items() if not self._active(name)]
-        return min(times) if times else None
-
-    def handle_timer(self, now: float) -> None:
-        for sa in list(self._sas.values()):
-            deadline = sa.next_deadline()
-            if deadline is not None and now >= deadline:
-                sa.on_timer(now)
-        self._collect()
-        for name, when in list(self.keep_up.items()):
-            if now >= when and not self._active(name):
-                self._start(name, now)
-
     # -- initiating ---------------------------------------------------------------------
-    def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
-        cfg = self.configs[name]
-        if cfg.remote_address is None:
-            raise ValueError(f"connection {name} has no remote address to initiate to")
-        if keep_up:
-            self.keep_up[name] = now
-        if not self._active(name):
-            self._start(name, now)
-
     def reauthenticate(self, ike_sa: IkeSa, now: float) -> None:
         """2.8.3: a new IKE SA (and CHILD_SA) from scratch; the old one goes once it is up."""
         new = self._start(ike_sa.name, now, reauth_of=ike_sa)
@@ -185,10 +101,7 @@ class IkeV2Endpoint:
     def _start(self, name: str, now: float, reauth_of: IkeSa | None = None) -> IkeSa:
         cfg = self.configs[name]
         assert cfg.remote_address is not None
-        delay = self._backoff.get(name, 0.0)
-        self._backoff[name] = min(RETRY_MAX, max(RETRY_MIN, delay * 2))
-        if name in self.keep_up:
-            self.keep_up[name] = now + self._backoff[name]
+        self._next_attempt(name, now)
         remote_port = NATT_PORT if cfg.remote_port == NATT_PORT else cfg.remote_port
         local_port = NATT_PORT if remote_port == NATT_PORT else IKE_PORT
         sa = IkeSa(self, initiator=True, config=cfg, spi_i=self._new_ike_spi(), spi_r=bytes(8),
@@ -348,9 +261,6 @@ class IkeV2Endpoint:
             if sa.state is not State.HALF_OPEN:
                 del self._half_open[key]
 
-    def _note(self, what: str, level: str = "info", **fields: object) -> None:
-        self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))
-
     # -- reporting ----------------------------------------------------------------------------
     def sas(self, now: float) -> list[dict[str, Any]]:
         return [sa.describe(now) for sa in self._sas.values() if sa.state is not State.CLOSED]
@@ -368,9 +278,6 @@ class IkeV2Endpoint:
     def established(self, name: str) -> bool:
         return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
 
-    def note_established(self, name: str) -> None:
-        """A connection came up: the next failure starts its backoff from scratch."""
-        self._backoff.pop(name, None)
 
 
 def _prefer_group(chosen: Proposal, ours: list[Proposal], theirs: list[Proposal], ke_group: int) -> Proposal:

@@ -1,0 +1,131 @@
+"""What the IKEv1 and IKEv2 endpoints share, behind their common sans-IO interface.
+
+Randomness and the wall clock come in from outside (tests replay exchanges byte for
+byte); datagrams and events queue until the shell collects them; SPIs for IPsec SAs are
+allocated without collisions; timers run over every SA; and connections configured to
+``start`` are kept up, re-initiated with exponential backoff after a failure.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.ike.events import Datagram, Note, PeerDead
+from gateway.ike.settings import PeerConfig, Timing
+
+RETRY_MIN = 5.0
+RETRY_MAX = 120.0
+
+
+class EndpointBase:
+    def __init__(self, local_address: str, configs: list[PeerConfig], random: Callable[[int], bytes],
+                 timing: Timing | None) -> None:
+        self.local_address = local_address
+        self.configs = {c.name: c for c in configs}
+        self._random = random
+        self.timing = timing or Timing()
+        self._sas: dict[bytes, Any] = {}  # by our SPI (IKEv2) or cookie (IKEv1)
+        self._spis: set[int] = set()
+        self._out: list[Datagram] = []
+        self._events: deque[object] = deque()
+        self.keep_up: dict[str, float] = {}  # connection -> earliest next attempt
+        self._backoff: dict[str, float] = {}
+        self.counters: dict[str, int] = {}
+
+    # -- what the cores implement ------------------------------------------------------------
+    def _start(self, name: str, now: float) -> Any:
+        raise NotImplementedError
+
+    def _active(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def _collect(self) -> None:
+        raise NotImplementedError
+
+    # -- the Context an SA sees ---------------------------------------------------------------
+    def random(self, n: int) -> bytes:
+        return self._random(n)
+
+    def wall_time(self, now: float) -> datetime.datetime | None:
+        epoch = self.timing.epoch
+        return None if epoch is None else datetime.datetime.fromtimestamp(epoch + now, datetime.UTC)
+
+    def emit(self, event: object) -> None:
+        self._events.append(event)
+        if isinstance(event, PeerDead):
+            self._dead_peer_action(event)
+
+    def _dead_peer_action(self, event: PeerDead) -> None:
+        cfg = self.configs.get(event.connection)
+        if cfg is None:
+            return
+        if event.action == "restart" and cfg.remote_address is not None:
+            self.keep_up[cfg.name] = 0.0
+            self._backoff.pop(cfg.name, None)
+        elif event.action == "clear":
+            self.keep_up.pop(cfg.name, None)
+
+    def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
+        self._out += [Datagram(d, local_port, remote) for d in datagrams]
+
+    def allocate_spi(self) -> int:
+        while True:
+            spi = int.from_bytes(self._random(4), "big")
+            if spi >= 0x100 and spi not in self._spis:
+                self._spis.add(spi)
+                return spi
+
+    def release_spi(self, spi: int) -> None:
+        self._spis.discard(spi)
+
+    # -- the shell's interface ------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> object | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
+        times += [t for name, t in self.keep_up.items() if not self._active(name)]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for sa in list(self._sas.values()):
+            deadline = sa.next_deadline()
+            if deadline is not None and now >= deadline:
+                sa.on_timer(now)
+        self._collect()
+        for name, when in list(self.keep_up.items()):
+            if now >= when and not self._active(name):
+                self._start(name, now)
+
+    def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
+        cfg = self.configs[name]
+        if cfg.remote_address is None:
+            raise ValueError(f"connection {name} has no remote address to initiate to")
+        if keep_up:
+            self.keep_up[name] = now
+        if not self._active(name):
+            self._start(name, now)
+
+    def _next_attempt(self, name: str, now: float) -> None:
+        """An attempt starts: if it fails, the next waits twice as long (5 s .. 2 min)."""
+        delay = self._backoff.get(name, 0.0)
+        self._backoff[name] = min(RETRY_MAX, max(RETRY_MIN, delay * 2))
+        if name in self.keep_up:
+            self.keep_up[name] = now + self._backoff[name]
+
+    def note_established(self, name: str) -> None:
+        """A connection came up: the next failure starts its backoff from scratch."""
+        self._backoff.pop(name, None)
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def _note(self, what: str, level: str = "info", **fields: object) -> None:
+        self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))
