@@ -24,7 +24,11 @@ from collections.abc import Callable, Collection, Iterable
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 __all__ = [
     "ALGORITHM_IDENTIFIERS",
@@ -446,8 +450,21 @@ def sign_ikev1(private_key: PrivateKey, hash_data: bytes, method: int) -> bytes:
             raise ValueError("RSA signature method needs an RSA key")
         return _rsa_sign_raw(private_key, hash_data)
     if method in _IKEV1_ECDSA:
-        return sign(private_key, hash_data, method=_IKEV1_ECDSA[method], peer_hashes=())[1]
+        curve, _, size = _CLASSIC_ECDSA[_IKEV1_ECDSA[method]]
+        if not (isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(private_key.curve, curve)):
+            raise ValueError(f"ECDSA method {method} needs a {curve.name} key")
+        r, s = decode_dss_signature(private_key.sign(hash_data, ec.ECDSA(_prehashed(hash_data))))
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
     raise ValueError(f"IKEv1 authentication method {method} is not a signature we produce")
+
+
+def _prehashed(hash_data: bytes) -> Prehashed:
+    """IKEv1 ECDSA signs HASH_I/HASH_R itself, not a hash of it (strongSwan's
+    SIGN_ECDSA_WITH_NULL): hand it over as a digest of its own length."""
+    by_size = {16: hashes.MD5, 20: hashes.SHA1, 32: hashes.SHA256, 48: hashes.SHA384, 64: hashes.SHA512}
+    if len(hash_data) not in by_size:
+        raise ValueError(f"no ECDSA digest of {len(hash_data)} octets")
+    return Prehashed(by_size[len(hash_data)]())
 
 
 def verify_ikev1(public_key: PublicKey, hash_data: bytes, method: int, signature: bytes) -> str:
@@ -463,7 +480,19 @@ def verify_ikev1(public_key: PublicKey, hash_data: bytes, method: int, signature
             raise SignatureRejected("rsa-pkcs1 signature does not verify")
         return "rsa-pkcs1"
     if method in _IKEV1_ECDSA:
-        return verify(public_key, hash_data, _IKEV1_ECDSA[method], signature, our_hashes=())
+        curve, _, size = _CLASSIC_ECDSA[_IKEV1_ECDSA[method]]
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, curve):
+            raise SignatureRejected(f"ECDSA method {method} needs a {curve.name} key")
+        if len(signature) != 2 * size:
+            raise SignatureRejected(f"ECDSA signature is {len(signature)} octets, expected {2 * size}")
+        der = encode_dss_signature(int.from_bytes(signature[:size], "big"),
+                                   int.from_bytes(signature[size:], "big"))
+        try:
+            prehashed = _prehashed(hash_data)
+        except ValueError as exc:
+            raise SignatureRejected(str(exc)) from None
+        _check(lambda: public_key.verify(der, hash_data, ec.ECDSA(prehashed)), f"ecdsa-{curve.name}")
+        return f"ecdsa-{curve.name}"
     raise SignatureRejected(f"unsupported IKEv1 authentication method {method}")
 
 

@@ -175,27 +175,13 @@ def cert_settings(files: dict[str, Any], **extra: Any) -> PeerSettings:
                    local_id="branch.gateway.lab", remote_id="hq.gateway.lab", **extra)
 
 
-CERTREQ_AS_CERT = pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: strongSwan's Main Mode message 5 is "
-    "[ ID CERT CERT SIG CERTREQ CERTREQ N(INITIAL_CONTACT) ]; CertReqPayload subclasses CertPayload, so "
-    "IsakmpSa._verify_peer's msg.all(CertPayload) also takes the two CERTREQ payloads (encoding 4, a CA DN) "
-    "as certificates: ike.auth_failed reason=malformed_certificate detail=\"peer branch.gateway.lab: "
-    "cannot parse its certificate: not a PEM or DER X.509 certificate\"; strongSwan gets N(AUTH_FAILED)"))
-ECDSA_HASHED_AGAIN = pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: signatures.sign_ikev1 signs ECDSA over SHA-2(HASH_I) (r || s), strongSwan's IKEv1 "
-    "(pubkey_v1_authenticator: SIGN_ECDSA_WITH_NULL) signs and verifies HASH_I itself, not hashed again; "
-    "strongSwan logs 'signature validation failed, looking for another key' / 'no trusted ECDSA public key "
-    "found for 'hq.gateway.lab'' and answers N(AUTH_FAILED) to our message 5 (and would reject theirs the "
-    "same way)"))
-
-
 @pytest.mark.parametrize(("kind", "initiator"), [
-    pytest.param("rsa", "strongswan", marks=CERTREQ_AS_CERT),
-    pytest.param("ecdsa256", "strongswan", marks=CERTREQ_AS_CERT),
-    pytest.param("ecdsa384", "strongswan", marks=CERTREQ_AS_CERT),
+    pytest.param("rsa", "strongswan"),
+    pytest.param("ecdsa256", "strongswan"),
+    pytest.param("ecdsa384", "strongswan"),
     pytest.param("rsa", "us"),
-    pytest.param("ecdsa256", "us", marks=ECDSA_HASHED_AGAIN),
-    pytest.param("ecdsa384", "us", marks=ECDSA_HASHED_AGAIN),
+    pytest.param("ecdsa256", "us"),
+    pytest.param("ecdsa384", "us"),
 ])
 def test_certificates(tmp_path: Path, kind: str, initiator: str) -> None:
     files = _pki(tmp_path / "pki", kind)
@@ -216,7 +202,7 @@ def test_certificates(tmp_path: Path, kind: str, initiator: str) -> None:
             assert "splitting IKE message" in log or "reassembled fragmented IKE message" in log
 
 
-@pytest.mark.parametrize("kind", [pytest.param("rsa"), pytest.param("ecdsa256", marks=ECDSA_HASHED_AGAIN)])
+@pytest.mark.parametrize("kind", [pytest.param("rsa"), pytest.param("ecdsa256")])
 def test_certificates_strongswan_initiates_without_certreq(tmp_path: Path, kind: str) -> None:
     """strongSwan initiating with send_certreq = no: message 5 is [ ID CERT CERT SIG N(INITIAL_CONTACT) ],
     which goes around the CERTREQ bug above and checks the rest of the responder's signature path."""
@@ -372,13 +358,6 @@ def test_rekeys_lose_no_ping(tmp_path: Path) -> None:
         ping_ok(topology)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "interop gap: after strongSwan's IKEv1 'rekey' (a new Main Mode; its old ISAKMP SA goes REKEYING "
-    "with no IPsec SAs) our gateway adopts the IPsec SAs (ikev1.rekeyed) but never deletes the replaced "
-    "ISAKMP SA, and strongSwan as initiator does not either: both ends keep it until its lifetime ends. "
-    "strongSwan as the responder logs 'detected reauth of existing IKE_SA, adopting 1 children' and "
-    "sends 'DELETE for IKE_SA' for the old one 10 s later; here strongSwan still lists the old SA as "
-    "REKEYING after 14 s and gw 'sas' still has two ISAKMP SAs"))
 def test_strongswan_reauth_old_isakmp_sa_deleted(tmp_path: Path) -> None:
     with interop(tmp_path, V1, our_config) as (topology, peer, gw):
         peer.initiate()
@@ -430,13 +409,6 @@ def test_wrong_psk_refused(tmp_path: Path) -> None:
         assert not established(gw)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: strongSwan refuses our Main Mode message 5 ('no peer config found') with an encrypted "
-    "Informational '[ HASH N(AUTH_FAILED) ]' (message ID != 0, Phase 1 keys); IsakmpSa.receive handles "
-    "encrypted Informationals only in state ESTABLISHED, so in MM_AUTH it is dropped silently: no "
-    "ike.auth_failed reason=peer_refused, nothing counted; we retransmit message 5 until the half-open "
-    "timeout and (start: start) begin again. Only the unencrypted notify path (_on_clear_notify) reports "
-    "peer_refused"))
 def test_peer_refusal_reported(tmp_path: Path) -> None:
     """We initiate; strongSwan expects another identity and refuses our message 5 with an
     encrypted Informational N(AUTHENTICATION_FAILED): we report it, count it and stop."""

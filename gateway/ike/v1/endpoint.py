@@ -21,7 +21,7 @@ from gateway.ike.events import Datagram, NegotiationFailed
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.signatures import ikev1_method
 from gateway.ike.v1.constants import IKE_PORT, NATT_PORT, AuthMethod, ExchangeType, NotifyType, ProtocolId
-from gateway.ike.v1.isakmpsa import IsakmpSa, State, vendor_name
+from gateway.ike.v1.isakmpsa import RETIRE_DELAY, IsakmpSa, State, vendor_name
 from gateway.ike.v1.message import (
     Header,
     MalformedMessage,
@@ -69,6 +69,7 @@ class IkeV1Endpoint(EndpointBase):
                            children=len(other.children))
                 other.children = []
                 other.replaced = True
+                other.retire_at = now + RETIRE_DELAY  # then delete it, as strongSwan does
 
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None:
         """The newest other established ISAKMP SA with the same peer (connection, address and port,
@@ -122,6 +123,10 @@ class IkeV1Endpoint(EndpointBase):
         count = 0
         for sa in list(self._sas.values()):
             if sa.name == name and sa.state is State.ESTABLISHED and not sa.replaced:
+                if ike and sa.config.remote_address is None:
+                    self._note("ikev1.rekey_skipped", "warning", connection=name, ike_sa=sa.ident,
+                               detail="a %any connection cannot start a Main Mode; the peer rekeys Phase 1")
+                    continue
                 if ike:
                     self.rekey_phase1(sa, now)
                 else:

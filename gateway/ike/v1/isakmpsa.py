@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.crypto.dh import InvalidKeyExchange, KeyExchange
+from gateway.crypto.prf import PRF, PrfAlgorithm
 from gateway.ike import certs, signatures
 from gateway.ike.events import (
     AuthFailed,
@@ -109,6 +110,12 @@ ANSWER_CACHE = 8
 DPD_RETRIES = 3
 KEEPALIVE_INTERVAL = 20.0
 REKEY_DELETE_DELAY = 5.0
+RETIRE_DELAY = 10.0  # a replaced ISAKMP SA is deleted this long after its successor is up
+#: rekey at this fraction of the negotiated lifetime (less jitter), so the new SAs are up
+#: before the old ones expire on either side
+REKEY_FRACTION = 0.9
+_ECDSA_PRF = {AuthMethod.ECDSA_256: "prfsha256", AuthMethod.ECDSA_384: "prfsha384",
+              AuthMethod.ECDSA_521: "prfsha512"}
 _RFC_ENCAP = {"tunnel": Encapsulation.UDP_TUNNEL, "transport": Encapsulation.UDP_TRANSPORT}
 _DRAFT_ENCAP = {"tunnel": Encapsulation.UDP_TUNNEL_DRAFT, "transport": Encapsulation.UDP_TRANSPORT_DRAFT}
 
@@ -300,6 +307,7 @@ class IsakmpSa:
         self.auth_used = ""
         self.reauth_of: IsakmpSa | None = None
         self.replaced = False
+        self.retire_at: float | None = None  # delete this replaced SA then
         self.half_open_deadline = now + ctx.timing.half_open_timeout
         self._dpd_started = now
         self._peer_draft_vid = VID_NATT_DRAFT02
@@ -570,6 +578,13 @@ class IsakmpSa:
         key = keymat.encryption_key(prf, self.keys.skeyid_e, enc.key_size)
         self.cipher = Phase1Cipher(enc, key, prf, keymat.phase1_iv(prf, self.gxi, self.gxr, enc.block_size))
 
+    def _auth_prf(self) -> PrfAlgorithm:
+        """HASH_I/HASH_R use the negotiated PRF, except with ECDSA, where RFC 4754 7 (and
+        strongSwan) take the hash of the curve: SHA-256/384/512 for P-256/384/521."""
+        assert self.suite is not None
+        name = _ECDSA_PRF.get(self.suite.auth_method)  # type: ignore[call-overload]
+        return PRF[name] if name else self.suite.prf
+
     def _id_payload(self) -> IdPayload:
         ident = self.config.local_id
         return IdPayload(int(ident.type), 0, 0, ident.data)
@@ -577,7 +592,8 @@ class IsakmpSa:
     def _auth_payloads(self, *, initiator: bool) -> list[Payload]:
         assert self.suite is not None and self.keys is not None
         id_p = self._id_payload()
-        args = (self.suite.prf, self.keys.skeyid, self.gxi, self.gxr, self.icookie, self.rcookie, self.sai_b,
+        args = (self._auth_prf(), self.keys.skeyid, self.gxi, self.gxr, self.icookie, self.rcookie,
+                self.sai_b,
                 id_p.encode_body())
         digest = keymat.hash_i(*args) if initiator else keymat.hash_r(*args)
         if self.suite.auth_method == AuthMethod.PSK:
@@ -605,7 +621,8 @@ class IsakmpSa:
             self._auth_failed("identity_mismatch", f"peer identity {peer_id} is not the configured "
                               f"{self.config.remote_id}", now)
             return False
-        args = (self.suite.prf, self.keys.skeyid, self.gxi, self.gxr, self.icookie, self.rcookie, self.sai_b,
+        args = (self._auth_prf(), self.keys.skeyid, self.gxi, self.gxr, self.icookie, self.rcookie,
+                self.sai_b,
                 id_p.raw or id_p.encode_body())
         expected = keymat.hash_i(*args) if initiator_sent else keymat.hash_r(*args)
         if self.suite.auth_method == AuthMethod.PSK:
@@ -618,8 +635,8 @@ class IsakmpSa:
         if self.config.trust is None:
             self._auth_failed("method_mismatch", "peer uses signatures; we have no CA to check them", now)
             return False
-        ders = [p.data for p in msg.all(CertPayload)
-                if isinstance(p, CertPayload) and p.encoding == CertEncoding.X509_SIG]
+        ders = [p.data for p in msg.all(CertPayload)  # CERTREQ is a subclass: not a certificate
+                if type(p) is CertPayload and p.encoding == CertEncoding.X509_SIG]
         try:
             cert = certs.peer_certificate(self.config.trust, peer_id, ders, self.ctx.wall_time(now))
         except certs.PeerCertificateRejected as exc:
@@ -653,7 +670,7 @@ class IsakmpSa:
         lifetime = min(cfg.ike_lifetime, self.suite.lifetime or cfg.ike_lifetime)
         self.expire_at = now + lifetime
         if self.initiator and cfg.remote_address is not None:
-            self.rekey_at = now + self._jittered(lifetime)
+            self.rekey_at = now + self._jittered(lifetime * REKEY_FRACTION)
         if self.nat_local:
             self.keepalive_at = now + KEEPALIVE_INTERVAL
         self.ctx.emit(IkeSaUp(self.name, self.ident, f"{self.local[0]}:{self.local[1]}", self.remote_str,
@@ -963,9 +980,9 @@ class IsakmpSa:
         keys = ChildSaKeys(k_out[:enc_len], k_out[enc_len:], k_in[:enc_len], k_in[enc_len:])
         assert qm.local_ts is not None and qm.remote_ts is not None
         lifetime = qm.lifetime or qm.config.lifetime
+        rekey_at = now + self._jittered(lifetime * REKEY_FRACTION) if qm.initiator else None
         child = ChildSa(qm.config, qm.spi_in, spi_out, suite, qm.config.mode, (qm.local_ts,), (qm.remote_ts,),
-                        qm.initiator, now, now + self._jittered(lifetime) if qm.initiator else None,
-                        now + lifetime + (0 if qm.initiator else 30))
+                        qm.initiator, now, rekey_at, now + lifetime + (0 if qm.initiator else 30))
         child.tunnel = qm.rekey.tunnel if qm.rekey is not None else self._tunnel_key()
         self.children.append(child)
         encap = self.remote[1] if self.encapsulate else None
@@ -1040,6 +1057,8 @@ class IsakmpSa:
                 if qm.initiator and qm.commit:
                     del self.quick[mid]
                     self.ctx.emit(ChildSaActivate(self.name, qm.spi_in, self._tunnel_key(qm)))
+        elif kind < 16384 and self.state is not State.ESTABLISHED:
+            self._refused(kind, now)  # e.g. AUTHENTICATION-FAILED for our message 5
         elif kind < 16384:
             pending = [qm for qm in self.quick.values() if qm.initiator]
             name = NotifyType(kind).name if kind in NotifyType._value2member_map_ else str(kind)
@@ -1129,8 +1148,9 @@ class IsakmpSa:
         if header.exchange == ExchangeType.MAIN:
             self._on_main(msg, next_iv, now)
         elif header.exchange in (ExchangeType.QUICK, ExchangeType.INFORMATIONAL) and header.encrypted:
-            if self.state is not State.ESTABLISHED or not payloads or \
-                    not isinstance(payloads[0], HashPayload):
+            keyed = self.state is State.ESTABLISHED or (
+                header.exchange == ExchangeType.INFORMATIONAL and self.keys is not None)
+            if not keyed or not payloads or not isinstance(payloads[0], HashPayload):
                 return
             length = sum(4 + len(p.raw) for p in payloads)
             rest = plain[4 + len(payloads[0].raw):length]
@@ -1177,15 +1197,18 @@ class IsakmpSa:
             return
         for p in msg.all(NotifyPayload):
             assert isinstance(p, NotifyPayload)
-            name = NotifyType(p.notify_type).name if p.notify_type in NotifyType._value2member_map_ else \
-                str(p.notify_type)
-            if p.notify_type in (NotifyType.AUTHENTICATION_FAILED, NotifyType.INVALID_HASH_INFORMATION,
-                                 NotifyType.INVALID_SIGNATURE, NotifyType.INVALID_ID_INFORMATION):
-                self.ctx.emit(AuthFailed(self.name, self.remote_str, "peer_refused", f"peer says {name}"))
-                self.close(f"peer refused: {name}", now, report=False)
-            else:
-                self._fail_negotiation(name.lower(), "main_mode", f"peer says {name}", now)
+            self._refused(p.notify_type, now)
             return
+
+    def _refused(self, kind: int, now: float) -> None:
+        """The peer refused our Main Mode with an error notification."""
+        name = NotifyType(kind).name if kind in NotifyType._value2member_map_ else str(kind)
+        if kind in (NotifyType.AUTHENTICATION_FAILED, NotifyType.INVALID_HASH_INFORMATION,
+                    NotifyType.INVALID_SIGNATURE, NotifyType.INVALID_ID_INFORMATION):
+            self.ctx.emit(AuthFailed(self.name, self.remote_str, "peer_refused", f"peer says {name}"))
+            self.close(f"peer refused: {name}", now, report=False)
+        else:
+            self._fail_negotiation(name.lower(), "main_mode", f"peer says {name}", now)
 
     def _fail_negotiation(self, reason: str, stage: str, detail: str, now: float) -> None:
         self.ctx.emit(NegotiationFailed(self.name, self.remote_str, stage, reason, detail))
@@ -1227,7 +1250,7 @@ class IsakmpSa:
             else:
                 times.append(qm.started + self.ctx.timing.half_open_timeout)
         if self.state is State.ESTABLISHED:
-            for t in (self.rekey_at, self.expire_at, self.keepalive_at, self._dpd_deadline()):
+            for t in (self.rekey_at, self.expire_at, self.keepalive_at, self._dpd_deadline(), self.retire_at):
                 if t is not None:
                     times.append(t)
             for c in self.children:
@@ -1278,6 +1301,9 @@ class IsakmpSa:
                     # no CONNECTED came: use the SA anyway
                     self.ctx.emit(ChildSaActivate(self.name, qm.spi_in, self._tunnel_key(qm)))
         if self.state is not State.ESTABLISHED:
+            return
+        if self.retire_at is not None and now >= self.retire_at:
+            self.delete(now, "replaced by a new ISAKMP SA")
             return
         if self.expire_at is not None and now >= self.expire_at:
             self._note("ikev1.expired", connection=self.name, ike_sa=self.ident)
