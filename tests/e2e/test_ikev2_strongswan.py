@@ -415,6 +415,7 @@ def test_refusal_leaves_other_tunnels_alone(tmp_path: Path) -> None:
         assert wait_for(lambda: re.search(r"ike\.auth_failed connection=net4 .*reason=peer_refused",
                                           gw.log_text()), bool, timeout=10)
         assert "N(AUTH_FAILED)" in peer.log_text()
+        ping_ok(topology)  # neighbours resolved: what follows measures the tunnels, not ARP
         run = PingRun(topology, topology.hq.lan_ns, topology.branch.lan_host, count=50, interval=0.02)
         sent, received = run.result()
         assert sent == received
