@@ -371,13 +371,9 @@ def test_strongswan_reauth_old_isakmp_sa_deleted(tmp_path: Path) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: IKEv1 lifetimes have no margin between rekey and hard expiry: IsakmpSa sets "
-    "expire_at = now + lifetime and rekey_at = now + lifetime * (1 - jitter * random), and on_timer checks "
-    "expiry first, so with lifetimes.jitter 0 the IPsec SA expires instead of being rekeyed "
-    "('child.down ... reason=\"lifetime expired\"' at 3 s, no Quick Mode, the tunnel is down until the "
-    "ISAKMP SA too expires at 6 s: 'ikev1.expired', 'ike.down ... phase 1 lifetime expired', then a "
-    "fresh Main Mode); with jitter > 0 a rekey drawn close to the lifetime races the expiry the same way. "
-    "(IKEv2 expires at 1.1 x lifetime.)"))
+    "gateway bug, open: with our lifetimes ike 6 s / child 3 s (jitter 0) the Quick Mode rekeys at 90% and "
+    "the old pair goes as 'rekeyed', but 112 of 350 pings are lost across the lifetime rekeys (Phase 1 "
+    "rekey by a new Main Mode + strongSwan's own expiry of the old SAs); to be traced"))
 def test_we_rekey_by_lifetime(tmp_path: Path) -> None:
     """Short lifetimes of ours: Quick Mode and Main Mode rekeys on their own, no ping lost."""
     config = lambda t: our_config(t, start=True, conn_extra={  # noqa: E731

@@ -992,7 +992,7 @@ class IsakmpSa:
                                 activate=activate, tunnel=child.tunnel))
         if qm.rekey is not None:
             qm.rekey.state = "rekeyed"
-            qm.rekey.delete_at = now + REKEY_DELETE_DELAY if qm.initiator else None
+            qm.rekey.delete_at = min(now + REKEY_DELETE_DELAY, qm.rekey.expire_at) if qm.initiator else None
             qm.rekey.rekey_at = None
 
     # -- Informational ------------------------------------------------------------------------
@@ -1322,7 +1322,7 @@ class IsakmpSa:
             if c.delete_at is not None and now >= c.delete_at:
                 self.delete_child(c, "rekeyed")
             elif now >= c.expire_at:
-                self.delete_child(c, "lifetime expired")
+                self.delete_child(c, "rekeyed" if c.state == "rekeyed" else "lifetime expired")
             elif c.rekey_at is not None and now >= c.rekey_at and c.state == "installed":
                 c.rekey_at = None
                 self.start_quick_mode(c.config, now, rekey=c)
