@@ -370,10 +370,10 @@ def test_strongswan_reauth_old_isakmp_sa_deleted(tmp_path: Path) -> None:
         ping_ok(topology)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug, open: with our lifetimes ike 6 s / child 3 s (jitter 0) the Quick Mode rekeys at 90% and "
-    "the old pair goes as 'rekeyed', but 112 of 350 pings are lost across the lifetime rekeys (Phase 1 "
-    "rekey by a new Main Mode + strongSwan's own expiry of the old SAs); to be traced"))
+@pytest.mark.xfail(strict=False, reason=(
+    "gateway bug, open and intermittent: with our lifetimes ike 6 s / child 3 s (jitter 0) some runs lose "
+    "pings across the lifetime rekeys (112 of 350 once; other runs lose none): Phase 1 rekey by a new Main "
+    "Mode racing strongSwan's own expiry of the old SAs; to be traced"))
 def test_we_rekey_by_lifetime(tmp_path: Path) -> None:
     """Short lifetimes of ours: Quick Mode and Main Mode rekeys on their own, no ping lost."""
     config = lambda t: our_config(t, start=True, conn_extra={  # noqa: E731
