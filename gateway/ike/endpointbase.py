@@ -124,6 +124,21 @@ class EndpointBase:
         """A connection came up: the next failure starts its backoff from scratch."""
         self._backoff.pop(name, None)
 
+    # -- reporting -------------------------------------------------------------------------------
+    def sas(self, now: float) -> list[dict[str, Any]]:
+        return [sa.describe(now) for sa in self._sas.values() if not sa.closed]
+
+    def ike_sa_of_child(self, spi_in: int) -> Any:
+        """The IKE (ISAKMP) SA that made the IPsec SA with this inbound SPI."""
+        return next((sa for sa in self._sas.values() if any(c.spi_in == spi_in for c in sa.children)), None)
+
+    def negotiating(self, name: str) -> bool:
+        """Whether any IKE SA of the connection is still alive (connecting or up)."""
+        return self._active(name)
+
+    def established(self, name: str) -> bool:
+        return any(sa.name == name and sa.up for sa in self._sas.values())
+
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
 

@@ -90,9 +90,7 @@ class IkeEndpoints:
         return self._of(name).negotiating(name)
 
     def established(self, name: str) -> bool:
-        if name in self.v1.configs:
-            return self.v1.established_connection(name)
-        return self.v2.established(name)
+        return self._of(name).established(name)
 
     def note_established(self, name: str) -> None:
         self._of(name).note_established(name)

@@ -476,7 +476,7 @@ def verify_ikev1(public_key: PublicKey, hash_data: bytes, method: int, signature
             recovered = public_key.recover_data_from_signature(bytes(signature), padding.PKCS1v15(), None)
         except (InvalidSignature, ValueError):
             raise SignatureRejected("rsa-pkcs1 signature does not verify") from None
-        if not _constant_equal(recovered, hash_data):
+        if not hmac.compare_digest(recovered, hash_data):
             raise SignatureRejected("rsa-pkcs1 signature does not verify")
         return "rsa-pkcs1"
     if method in _IKEV1_ECDSA:
@@ -494,10 +494,6 @@ def verify_ikev1(public_key: PublicKey, hash_data: bytes, method: int, signature
         _check(lambda: public_key.verify(der, hash_data, ec.ECDSA(prehashed)), f"ecdsa-{curve.name}")
         return f"ecdsa-{curve.name}"
     raise SignatureRejected(f"unsupported IKEv1 authentication method {method}")
-
-
-def _constant_equal(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)
 
 
 def _rsa_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:

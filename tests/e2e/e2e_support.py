@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from appliance.lab.gateways import GatewayPair
+from appliance.lab.gateways import GatewayPair, LabGateway
 from appliance.lab.strongswan import CHARON, SWANCTL, PeerSettings, StrongswanPeer
 from appliance.lab.topology import Topology
 
@@ -550,3 +550,26 @@ class PingRun:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+@contextmanager
+def strongswan_interop(prefix: str, tmp_path: Path, settings: PeerSettings,
+                       config_of: Callable[[Topology], dict[str, Any]], *, nat: bool = False,
+                       log_lines: int = 80) -> Iterator[tuple[Topology, StrongswanPeer, LabGateway]]:
+    """A lab with strongSwan on the branch gateway and our gateway on hq (optionally a NAT in
+    front of the branch); on failure both logs are printed; nothing is left behind."""
+    with lab(prefix) as topology:
+        if nat:
+            topology.enable_nat()
+        peer = strongswan_peer(topology, "branch", tmp_path, settings)
+        with running_peers(peer):
+            gw = LabGateway.start(topology.hq, tmp_path, "hq", config_of(topology))
+            try:
+                yield topology, peer, gw
+            except BaseException:
+                print(gw.log_tail(log_lines))
+                print(peer.log_tail(log_lines))
+                raise
+            finally:
+                gw.stop()
+    assert_lab_gone(prefix)

@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,8 @@ from e2e_support import (
     NETNS,
     STRONGSWAN,
     PingRun,
-    assert_lab_gone,
-    lab,
     lab_prefix,
-    running_peers,
-    strongswan_peer,
+    strongswan_interop,
     wait_for,
 )
 
@@ -65,24 +61,9 @@ def our_config(topology: Topology, *, start: bool = False, psk: str = PSK,
     }
 
 
-@contextmanager
 def interop(tmp_path: Path, settings: PeerSettings, config_of: Any, *,
-            nat: bool = False) -> Iterator[tuple[Topology, StrongswanPeer, LabGateway]]:
-    with lab(PREFIX) as topology:
-        if nat:
-            topology.enable_nat()
-        peer = strongswan_peer(topology, "branch", tmp_path, settings)
-        with running_peers(peer):
-            gw = LabGateway.start(topology.hq, tmp_path, "hq", config_of(topology))
-            try:
-                yield topology, peer, gw
-            except BaseException:
-                print(gw.log_tail(80))
-                print(peer.log_tail(80))
-                raise
-            finally:
-                gw.stop()
-    assert_lab_gone(PREFIX)
+            nat: bool = False) -> AbstractContextManager[tuple[Topology, StrongswanPeer, LabGateway]]:
+    return strongswan_interop(PREFIX, tmp_path, settings, config_of, nat=nat)
 
 
 def ping_ok(topology: Topology, count: int = 3) -> None:

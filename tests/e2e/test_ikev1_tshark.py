@@ -35,11 +35,8 @@ from e2e_support import (
     NETNS,
     STRONGSWAN,
     Capture,
-    assert_lab_gone,
-    lab,
     lab_prefix,
-    running_peers,
-    strongswan_peer,
+    strongswan_interop,
     wait_for,
 )
 
@@ -150,22 +147,11 @@ def captured(tmp_path: Path, settings: PeerSettings,
              ) -> Iterator[tuple[Topology, StrongswanPeer, LabGateway]]:
     """The lab, strongSwan on the branch gateway, our gateway on hq, and tcpdump on our WAN
     interface (UDP 500/4500) into tmp_path/ikev1.pcap while the body runs."""
-    with lab(PREFIX) as topology:
-        peer = strongswan_peer(topology, "branch", tmp_path, settings)
-        with running_peers(peer):
-            cfg = config(topology) if callable(config) else config
-            gw = LabGateway.start(topology.hq, tmp_path, "hq", cfg)
-            try:
-                with Capture(topology, topology.hq.gw_ns, "wan0", tmp_path / "ikev1.pcap",
-                             bpf="udp port 500 or udp port 4500"):
-                    yield topology, peer, gw
-            except BaseException:
-                print(gw.log_tail(60))
-                print(peer.log_tail(60))
-                raise
-            finally:
-                gw.stop()
-    assert_lab_gone(PREFIX)
+    config_of = config if callable(config) else (lambda _: config)
+    with strongswan_interop(PREFIX, tmp_path, settings, config_of, log_lines=60) as (topology, peer, gw), \
+            Capture(topology, topology.hq.gw_ns, "wan0", tmp_path / "ikev1.pcap",
+                    bpf="udp port 500 or udp port 4500"):
+        yield topology, peer, gw
 
 
 def wait_up(gw: LabGateway) -> None:

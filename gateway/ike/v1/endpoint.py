@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from gateway.ike.endpointbase import EndpointBase
 from gateway.ike.events import Datagram, NegotiationFailed
@@ -55,7 +54,7 @@ class IkeV1Endpoint(EndpointBase):
                 other.close("replaced: peer sent INITIAL-CONTACT", 0.0)
         self._collect()
 
-    def established(self, sa: IsakmpSa, now: float) -> None:
+    def on_established(self, sa: IsakmpSa, now: float) -> None:
         self._backoff.pop(sa.name, None)
         if sa.initiator:
             return
@@ -222,17 +221,12 @@ class IkeV1Endpoint(EndpointBase):
         theirs = [t for p in sa_p.proposals if p.protocol == ProtocolId.ISAKMP for t in p.transforms]
         number = next((p.number for p in sa_p.proposals if p.protocol == ProtocolId.ISAKMP), 1)
         for cfg in candidates:
+            # one method for both sides (RFC 2409 5): the PSK, or our own key's signature
             method = AuthMethod.PSK if cfg.psk is not None else ikev1_method(cfg.private_key)
-            methods = {method}
-            if method != AuthMethod.PSK and cfg.trust is not None:
-                methods = {AuthMethod.RSA_SIG, AuthMethod.ECDSA_256, AuthMethod.ECDSA_384,
-                           AuthMethod.ECDSA_521}
-            picked = select_phase1(cfg.ike_proposals, methods, theirs)
+            picked = select_phase1(cfg.ike_proposals, {method}, theirs)
             if picked is None:
                 continue
             transform, suite = picked
-            if suite.auth_method != method:
-                continue  # we sign with our own key's method; the peer must have offered it
             sa = IsakmpSa(self, initiator=False, config=cfg, icookie=header.icookie,
                           rcookie=self._new_cookie(),
                           local=(self.local_address, local_port), remote=remote, now=now)
@@ -269,20 +263,3 @@ class IkeV1Endpoint(EndpointBase):
         for key, sa in list(self._by_icookie.items()):
             if sa.state is not State.MM_SA:
                 del self._by_icookie[key]
-
-    # -- reporting --------------------------------------------------------------------------------
-    def sas(self, now: float) -> list[dict[str, Any]]:
-        return [sa.describe(now) for sa in self._sas.values() if sa.state is not State.CLOSED]
-
-    def ike_sa_of_child(self, spi_in: int) -> IsakmpSa | None:
-        for sa in self._sas.values():
-            if any(c.spi_in == spi_in for c in sa.children):
-                return sa
-        return None
-
-    def negotiating(self, name: str) -> bool:
-        return self._active(name)
-
-    def established_connection(self, name: str) -> bool:
-        return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
-

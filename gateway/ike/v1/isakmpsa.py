@@ -107,7 +107,6 @@ from gateway.ike.v1.protection import DecryptionError, Phase1Cipher
 NONCE_SIZE = 32
 MAX_FRAGMENTS = 16
 ANSWER_CACHE = 8
-DPD_RETRIES = 3
 KEEPALIVE_INTERVAL = 20.0
 REKEY_DELETE_DELAY = 5.0
 RETIRE_DELAY = 10.0  # a replaced ISAKMP SA is deleted this long after its successor is up
@@ -132,7 +131,7 @@ class Context(Protocol):
     def release_spi(self, spi: int) -> None: ...
     def wall_time(self, now: float) -> Any: ...
     def initial_contact(self, sa: IsakmpSa) -> None: ...
-    def established(self, sa: IsakmpSa, now: float) -> None: ...
+    def on_established(self, sa: IsakmpSa, now: float) -> None: ...
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None: ...
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None: ...
 
@@ -196,7 +195,6 @@ class QuickMode:
     chosen: tuple[Proposal, Phase2Suite] | None = None
     local_ts: TsRange | None = None
     remote_ts: TsRange | None = None
-    ids_sent: bool = True
     rekey: ChildSa | None = None
     retransmit: Retransmit | None = None
     lifetime: int = 0
@@ -307,6 +305,7 @@ class IsakmpSa:
         self.auth_used = ""
         self.reauth_of: IsakmpSa | None = None
         self.replaced = False
+        self._offered: set[tuple[Any, ...]] = set()  # what our Main Mode offer allows the responder to pick
         self.retire_at: float | None = None  # delete this replaced SA then
         self.half_open_deadline = now + ctx.timing.half_open_timeout
         self._dpd_started = now
@@ -316,6 +315,14 @@ class IsakmpSa:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def up(self) -> bool:
+        return self.state is State.ESTABLISHED
 
     @property
     def ident(self) -> str:
@@ -406,6 +413,8 @@ class IsakmpSa:
     def start(self, now: float) -> None:
         transforms = phase1_transforms(self.config.ike_proposals, self._auth_method(),
                                        self.config.ike_lifetime)
+        self._offered = {(s.encryption, s.hash_id, s.group, s.auth_method)
+                         for t in transforms if (s := parse_phase1(t)) is not None}
         sa = SaPayload([Proposal(1, ProtocolId.ISAKMP, b"", transforms)])
         self.sai_b = sa.encode_body()
         self._send_request(self._message(ExchangeType.MAIN, 0, [sa, *self._vendor_ids()], encrypt=False), now)
@@ -416,11 +425,8 @@ class IsakmpSa:
             return self._fail_negotiation("no_proposal_chosen", "main_mode",
                                           "the responder's answer has no single chosen transform", now)
         suite = parse_phase1(sa.proposals[0].transforms[0])
-        offered = [parse_phase1(t) for t in phase1_transforms(self.config.ike_proposals, self._auth_method(),
-                                                              self.config.ike_lifetime)]
-        if suite is None or not any(o is not None and (o.encryption, o.hash_id, o.group, o.auth_method)
-                                    == (suite.encryption, suite.hash_id, suite.group, suite.auth_method)
-                                    for o in offered):
+        if suite is None or (suite.encryption, suite.hash_id, suite.group,
+                             suite.auth_method) not in self._offered:
             return self._fail_negotiation("no_proposal_chosen", "main_mode",
                                           "the responder chose a transform we did not offer", now)
         self.suite = suite
@@ -677,7 +683,7 @@ class IsakmpSa:
                               self.initiator, f"{self.suite.name} (IKEv1)", str(cfg.local_id),
                               str(self.peer_id),
                               self.nat_local, self.nat_remote, self.auth_used, round(now - self.started, 3)))
-        self.ctx.established(self, now)
+        self.ctx.on_established(self, now)
         old, self.reauth_of = self.reauth_of, None
         if old is not None:
             self.adopt(old, now)

@@ -33,7 +33,6 @@ class Phase1Cipher:
         self._cipher: BoundCipher = algorithm.bind(key)
         self._prf = prf
         self._ivs: OrderedDict[int, bytes] = OrderedDict({0: first_iv})
-        self.phase1_done = False
 
     def __repr__(self) -> str:
         return f"Phase1Cipher({self.algorithm.name}, key=***)"

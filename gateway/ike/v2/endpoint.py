@@ -20,7 +20,6 @@ import ipaddress
 import os
 import struct
 from collections.abc import Callable
-from typing import Any
 
 from gateway.crypto.dh import DH_GROUPS
 from gateway.ike.endpointbase import EndpointBase
@@ -260,24 +259,6 @@ class IkeV2Endpoint(EndpointBase):
         for key, sa in list(self._half_open.items()):
             if sa.state is not State.HALF_OPEN:
                 del self._half_open[key]
-
-    # -- reporting ----------------------------------------------------------------------------
-    def sas(self, now: float) -> list[dict[str, Any]]:
-        return [sa.describe(now) for sa in self._sas.values() if sa.state is not State.CLOSED]
-
-    def ike_sa_of_child(self, spi_in: int) -> IkeSa | None:
-        for sa in self._sas.values():
-            if any(c.spi_in == spi_in for c in sa.children):
-                return sa
-        return None
-
-    def negotiating(self, name: str) -> bool:
-        """Whether any IKE SA of the connection is still alive (connecting or up)."""
-        return self._active(name)
-
-    def established(self, name: str) -> bool:
-        return any(sa.name == name and sa.state is State.ESTABLISHED for sa in self._sas.values())
-
 
 
 def _prefer_group(chosen: Proposal, ours: list[Proposal], theirs: list[Proposal], ke_group: int) -> Proposal:

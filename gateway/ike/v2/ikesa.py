@@ -235,6 +235,14 @@ class IkeSa:
         return self.config.name if self.config else "?"
 
     @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def up(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
     def ident(self) -> str:
         return f"{self.spi_i.hex()}_i {self.spi_r.hex()}_r"
 
