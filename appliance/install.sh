@@ -8,7 +8,7 @@ packages=(
   python3 python3-venv python3-dev iproute2 nftables iputils-ping procps psmisc ethtool
   tcpdump tshark iperf3
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
-  strongswan-pki
+  strongswan-pki softether-vpnserver softether-vpncmd
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -20,6 +20,11 @@ if ((${#missing[@]})); then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# SoftEther's packaged service phones home (DDNS, keep-alive): the tests start their own
+# server inside a namespace, so the system one stays off.
+if command -v systemctl >/dev/null && systemctl list-unit-files softether-vpnserver.service >/dev/null 2>&1; then
+  systemctl disable --now softether-vpnserver.service >/dev/null 2>&1 || true
 fi
 
 python=${PYTHON:-python3}
