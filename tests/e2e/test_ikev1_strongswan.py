@@ -238,14 +238,9 @@ def test_nat_strongswan_initiates(tmp_path: Path) -> None:
         ping_ok(topology)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: `gateway rekey branch --ike` on a connection with remote %any (strongSwan behind the "
-    "NAT, SA up with us as responder) fails: control 'rekey' answers 'internal error (see the gateway "
-    "log)'; the log has control.handler_failed with AssertionError at gateway/ike/v1/endpoint.py _start "
-    "'assert cfg.remote_address is not None' (called from rekey -> rekey_phase1). A Phase 1 rekey "
-    "should go to the peer's current address (the NAT mapping, as strongSwan does) or be refused "
-    "with a clear message"))
 def test_nat_we_rekey_phase1_toward_the_mapping(tmp_path: Path) -> None:
+    """strongSwan is behind the NAT and made the SA; we rekey Phase 1 with a new Main Mode
+    from port 4500 to its mapping, and the IPsec SA moves over."""
     with interop(tmp_path, V1, nat_config, nat=True) as (topology, peer, gw):
         peer.initiate()
         first = wait_up(gw, peer)
@@ -351,10 +346,6 @@ def test_strongswan_reauth_old_isakmp_sa_deleted(tmp_path: Path) -> None:
         ping_ok(topology)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "gateway bug, open and intermittent: with our lifetimes ike 6 s / child 3 s (jitter 0) some runs lose "
-    "pings across the lifetime rekeys (112 of 350 once; other runs lose none): Phase 1 rekey by a new Main "
-    "Mode racing strongSwan's own expiry of the old SAs; to be traced"))
 def test_we_rekey_by_lifetime(tmp_path: Path) -> None:
     """Short lifetimes of ours: Quick Mode and Main Mode rekeys on their own, no ping lost."""
     config = lambda t: our_config(t, start=True, conn_extra={  # noqa: E731

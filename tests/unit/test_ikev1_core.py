@@ -723,6 +723,65 @@ def test_moved_children_rekey_and_delete_through_the_new_isakmp_sa() -> None:
     assert w.a.sas(w.now) == [] and w.b.sas(w.now) == []
 
 
+def _isakmp_sas(ep: IkeV1Endpoint) -> list[Any]:
+    return [sa for sa in ep._sas.values() if sa.up and not sa.replaced]
+
+
+def test_phase1_rekey_waits_for_a_quick_mode_under_way() -> None:
+    """The peer adopts the IPsec SAs the old ISAKMP SA has when the new one is up: one that
+    a Quick Mode still running on the old SA makes would stay behind and die with it."""
+    w = establish(*v1_pair())
+    ua, ub = up(w)
+    assert w.a.rekey("to-branch", w.now) == 1  # a Quick Mode rekey, not pumped yet
+    assert w.a.rekey("to-branch", w.now, ike=True) == 1
+    w.pump()
+    assert notes(w.events_a, "ikev1.rekey_deferred")
+    assert len(of_type(w.events_a, IkeSaUp)) == 1  # no Main Mode while the Quick Mode ran
+    w.advance(8, step=0.5)
+    assert len(of_type(w.events_a, IkeSaUp)) == 2 and len(of_type(w.events_b, IkeSaUp)) == 2
+    new_a = _make_before_break(w.events_a, ua.spi_in)
+    new_b = _make_before_break(w.events_b, ub.spi_in)
+    assert_pair(new_a, new_b)
+    for ep, spi in ((w.a, new_a.spi_in), (w.b, new_b.spi_in)):
+        sas = ep.sas(w.now)
+        assert len(sas) == 1 and [c["spi_in"] for c in sas[0]["children"]] == [f"0x{spi:08x}"], sas
+
+
+def test_quick_mode_rekeys_due_during_a_phase1_rekey_run_on_the_new_sa() -> None:
+    w = establish(*v1_pair())
+    ua, ub = up(w)
+    old = _isakmp_sas(w.a)[0]
+    assert w.a.rekey("to-branch", w.now, ike=True) == 1  # Main Mode 1 sent, not pumped
+    old.children[0].rekey_at = w.now  # the IPsec SA falls due meanwhile
+    assert w.a.get_timer() != w.now  # no busy timer while it waits
+    w.a.handle_timer(w.now)
+    assert not old.quick  # no Quick Mode on the SA being replaced
+    w.pump()
+    new_ike = of_type(w.events_a, IkeSaUp)[1].ike_sa
+    w.advance(8, step=0.5)
+    new_a = _make_before_break(w.events_a, ua.spi_in)
+    new_b = _make_before_break(w.events_b, ub.spi_in)
+    assert_pair(new_a, new_b)
+    assert new_a.ike_sa == new_b.ike_sa == new_ike
+    assert len(w.a.sas(w.now)) == 1 and len(w.b.sas(w.now)) == 1
+
+
+def test_phase1_rekey_of_a_failed_replacement_lets_quick_mode_rekeys_resume() -> None:
+    w = establish(*v1_pair(dpd_interval=None))
+    ua, _ = up(w)
+    w.drop = lambda tag, d: tag == "a>b"  # the new Main Mode never reaches the peer
+    old = _isakmp_sas(w.a)[0]
+    assert w.a.rekey("to-branch", w.now, ike=True) == 1
+    old.children[0].rekey_at = w.now + 1
+    w.advance(5, step=0.5)
+    assert old.replacing and not old.quick
+    w.advance(250, step=2)  # the Main Mode gives up after its retransmissions
+    assert not old.replacing
+    w.drop = None
+    w.advance(30, step=0.5)
+    assert _make_before_break(w.events_a, ua.spi_in).ike_sa == old.ident
+
+
 # ======================================================================================
 # several clients behind one NAT
 # ======================================================================================
@@ -835,6 +894,28 @@ def test_two_clients_behind_one_nat_deleting_one_keeps_the_other() -> None:
     assert [d.spi_in for d in downs] == [first.spi_out]
     sas = nw.server.sas(nw.now)
     assert [s["remote"] for s in sas] == [f"{NAT_IP}:41002"] and len(sas[0]["children"]) == 1
+
+
+def test_open_connection_rekeys_phase1_toward_each_peers_mapping() -> None:
+    """A responder for any peer (the clients behind a NAT) rekeys Phase 1 with a new Main Mode
+    from port 4500 to the address and port each client's SA uses: the NAT's mapping."""
+    nw = _nat_setup("tunnel")
+    for c in nw.clients:
+        c.initiate("to-gw", nw.now)
+    nw.pump()
+    before = {s["remote"]: s for s in nw.server.sas(nw.now)}
+    assert nw.server.rekey("rw", nw.now, ike=True) == 2
+    nw.pump()
+    assert len(notes(nw.events[HQ], "ikev1.rekeyed")) == 2
+    after = {s["remote"]: s for s in nw.server.sas(nw.now)}
+    assert sorted(after) == sorted(before) == [f"{NAT_IP}:41001", f"{NAT_IP}:41002"]
+    for remote, sa in after.items():
+        assert sa["ike_sa"] != before[remote]["ike_sa"] and sa["initiator"]
+        assert sa["children"] == before[remote]["children"]
+    for c in nw.clients:
+        sas = c.sas(nw.now)
+        assert len(sas) == 1 and not sas[0]["initiator"] and len(sas[0]["children"]) == 1
+    assert not of_type(nw.events[HQ], ChildSaDown) and not of_type(nw.events[HQ], NegotiationFailed)
 
 
 # ======================================================================================

@@ -20,7 +20,7 @@ from gateway.ike.events import Datagram, NegotiationFailed
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.signatures import ikev1_method
 from gateway.ike.v1.constants import IKE_PORT, NATT_PORT, AuthMethod, ExchangeType, NotifyType, ProtocolId
-from gateway.ike.v1.isakmpsa import RETIRE_DELAY, IsakmpSa, State, vendor_name
+from gateway.ike.v1.isakmpsa import PHASE1_REKEY_RETRY, RETIRE_DELAY, IsakmpSa, State, vendor_name
 from gateway.ike.v1.message import (
     Header,
     MalformedMessage,
@@ -78,20 +78,36 @@ class IkeV1Endpoint(EndpointBase):
         return max(found, key=lambda o: o.established_at or 0) if found else None
 
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None:
-        """Make-before-break Phase 1 rekey: a new Main Mode; the IPsec SAs move to it."""
-        new = self._start(sa.name, now)
+        """Make-before-break Phase 1 rekey: a new Main Mode; the IPsec SAs move to it.
+
+        Not while a Quick Mode runs on the old SA: the peer adopts the IPsec SAs the old
+        SA has when the new one is up (strongSwan's adopt_children), so one that a late
+        Quick Mode makes stays behind and dies with the old SA. A connection open to any
+        peer rekeys toward the address and port the peer's SA uses (its NAT mapping).
+        """
+        if sa.quick:
+            sa.rekey_at = now + PHASE1_REKEY_RETRY
+            self._note("ikev1.rekey_deferred", "debug", connection=sa.name, ike_sa=sa.ident,
+                       quick_modes=len(sa.quick))
+            return
+        toward = sa.remote if sa.config.remote_address is None else None
+        new = self._start(sa.name, now, toward=toward, local_port=sa.local[1] if toward else None)
         new.reauth_of = sa
+        sa.replacement = new
         self._note("ikev1.rekeying", connection=sa.name, old=sa.ident, new=new.ident)
 
     # -- initiating -----------------------------------------------------------------------------
-    def _start(self, name: str, now: float) -> IsakmpSa:
+    def _start(self, name: str, now: float, *, toward: tuple[str, int] | None = None,
+               local_port: int | None = None) -> IsakmpSa:
         cfg = self.configs[name]
-        assert cfg.remote_address is not None
-        self._next_attempt(name, now)
-        port = cfg.remote_port
-        local_port = NATT_PORT if port == NATT_PORT else IKE_PORT
+        if toward is None:
+            assert cfg.remote_address is not None, "a connection open to any peer has nobody to call"
+            toward = (cfg.remote_address, cfg.remote_port)
+            self._next_attempt(name, now)
+        if local_port is None:
+            local_port = NATT_PORT if toward[1] == NATT_PORT else IKE_PORT
         sa = IsakmpSa(self, initiator=True, config=cfg, icookie=self._new_cookie(), rcookie=bytes(8),
-                      local=(self.local_address, local_port), remote=(cfg.remote_address, port), now=now)
+                      local=(self.local_address, local_port), remote=toward, now=now)
         self._sas[sa.icookie] = sa
         self._note("ike.initiate", connection=name, peer=sa.remote_str, version=1)
         sa.start(now)
@@ -122,10 +138,6 @@ class IkeV1Endpoint(EndpointBase):
         count = 0
         for sa in list(self._sas.values()):
             if sa.name == name and sa.state is State.ESTABLISHED and not sa.replaced:
-                if ike and sa.config.remote_address is None:
-                    self._note("ikev1.rekey_skipped", "warning", connection=name, ike_sa=sa.ident,
-                               detail="a %any connection cannot start a Main Mode; the peer rekeys Phase 1")
-                    continue
                 if ike:
                     self.rekey_phase1(sa, now)
                 else:

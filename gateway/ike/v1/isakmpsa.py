@@ -110,6 +110,7 @@ ANSWER_CACHE = 8
 KEEPALIVE_INTERVAL = 20.0
 REKEY_DELETE_DELAY = 5.0
 RETIRE_DELAY = 10.0  # a replaced ISAKMP SA is deleted this long after its successor is up
+PHASE1_REKEY_RETRY = 0.5  # a Phase 1 rekey waits this long for a Quick Mode under way
 #: rekey at this fraction of the negotiated lifetime (less jitter), so the new SAs are up
 #: before the old ones expire on either side
 REKEY_FRACTION = 0.9
@@ -304,6 +305,7 @@ class IsakmpSa:
         self.keepalive_at: float | None = None
         self.auth_used = ""
         self.reauth_of: IsakmpSa | None = None
+        self.replacement: IsakmpSa | None = None  # the Main Mode that rekeys this SA
         self.replaced = False
         self._offered: set[tuple[Any, ...]] = set()  # what our Main Mode offer allows the responder to pick
         self.retire_at: float | None = None  # delete this replaced SA then
@@ -323,6 +325,13 @@ class IsakmpSa:
     @property
     def up(self) -> bool:
         return self.state is State.ESTABLISHED
+
+    @property
+    def replacing(self) -> bool:
+        """A Main Mode that will take over this SA's IPsec SAs is under way: Quick Mode
+        rekeys wait for it and run on the new SA (see IkeV1Endpoint.rekey_phase1)."""
+        new = self.replacement
+        return new is not None and new.reauth_of is self and not new.closed
 
     @property
     def ident(self) -> str:
@@ -453,7 +462,7 @@ class IsakmpSa:
             return self._fail_negotiation("invalid_ke", "main_mode", f"responder's KE: {exc}", now)
         self._check_nat_d(msg)
         self._derive()
-        if self.encapsulate and self.remote[1] != NATT_PORT:
+        if self.encapsulate and self.local[1] != NATT_PORT:  # not when we began on 4500 already
             self.local = (self.local[0], NATT_PORT)
             self.remote = (self.remote[0], NATT_PORT)
             self._note("ikev1.float", connection=self.name, peer=self.remote_str)
@@ -1259,8 +1268,9 @@ class IsakmpSa:
             for t in (self.rekey_at, self.expire_at, self.keepalive_at, self._dpd_deadline(), self.retire_at):
                 if t is not None:
                     times.append(t)
+            replacing = self.replacing  # Quick Mode rekeys wait for the new SA
             for c in self.children:
-                for t in (c.rekey_at, c.expire_at, c.delete_at):
+                for t in (None if replacing else c.rekey_at, c.expire_at, c.delete_at):
                     if t is not None:
                         times.append(t)
         return min(times) if times else None
@@ -1329,7 +1339,8 @@ class IsakmpSa:
                 self.delete_child(c, "rekeyed")
             elif now >= c.expire_at:
                 self.delete_child(c, "rekeyed" if c.state == "rekeyed" else "lifetime expired")
-            elif c.rekey_at is not None and now >= c.rekey_at and c.state == "installed":
+            elif c.rekey_at is not None and now >= c.rekey_at and c.state == "installed" \
+                    and not self.replacing:
                 c.rekey_at = None
                 self.start_quick_mode(c.config, now, rekey=c)
 
@@ -1363,7 +1374,8 @@ class IsakmpSa:
 
     def child_usage(self, spi_in: int, octets: int, packets: int, now: float) -> None:
         child = next((c for c in self.children if c.spi_in == spi_in), None)
-        if child is None or child.state != "installed" or self.state is not State.ESTABLISHED:
+        if child is None or child.state != "installed" or self.state is not State.ESTABLISHED \
+                or self.replacing:
             return
         cfg = child.config
         over_bytes = bool(cfg.rekey_bytes) and octets >= (cfg.rekey_bytes or 0)
