@@ -72,7 +72,7 @@ def build_pair(ev: ChildSaUp, replay_window: int) -> ChildPair:
         return SecurityAssociation.build_esp(
             name=ev.connection, spi=spi, direction=direction, mode=mode, local=local, remote=remote,
             suite=esp, encryption_key=enc_key, integrity_key=integ_key, encap=encap, esn=suite.esn,
-            selectors=selectors, replay_window=replay_window)
+            selectors=selectors, replay_window=replay_window, tunnel=ev.tunnel or ev.connection)
 
     keys = ev.keys
     return ChildPair(make(ev.spi_out, Direction.OUT, keys.encr_out, keys.integ_out),

@@ -13,9 +13,10 @@ ICV covers the header) and ``SEND_UDP`` (a UDP payload for the NAT-T socket).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from socket import inet_aton, inet_ntoa
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.dataplane import ah, esp, ip
 from gateway.dataplane.drops import DropCounters, Dropped, DropReason
@@ -30,6 +31,18 @@ SEND_UDP = 2
 Transmit = tuple[int, bytes, tuple[str, int]]
 
 _NON_ESP_MARKER = b"\0\0\0\0"  # RFC 3948 2.2: IKE on port 4500
+L2TP_PORT = 1701
+
+#: Where L2TP that came out of an ESP transport SA goes: (the SA's tunnel, the sender's
+#: address and UDP port, the UDP payload).
+L2tpHandler = Callable[[str, tuple[str, int], bytes], None]
+
+
+class Link(Protocol):
+    """A point-to-point link (a PPP session over L2TP) that carries packets for some
+    destinations instead of the SPD: it frames the packet and returns what to send."""
+
+    def transmit(self, packet: bytes) -> Transmit | None: ...
 #: The largest inner packet that still fits one IPv4 packet after ESP/AH and an outer
 #: header (65535 minus the worst-case overhead of the transforms here).
 _MAX_INNER = 65535 - 128
@@ -73,6 +86,12 @@ class Dataplane:
         self.keepalives_received = 0
         self._ident = 0
         self._public = edge.public_address.packed
+        #: L2TP (UDP 1701) from ESP transport SAs goes here, never to the TUN (RFC 3193 4)
+        self.l2tp_handler: L2tpHandler | None = None
+        #: PPP links by destination address (a dial-in client's) and by network (the
+        #: remote subnets of a LAC): looked up before the SPD
+        self.links: dict[int, Link] = {}
+        self.link_nets: list[tuple[int, int, Link]] = []  # (network, mask, link)
 
     # -- configuration -------------------------------------------------------------
     def install_inbound(self, sa: SecurityAssociation) -> None:
@@ -113,6 +132,10 @@ class Dataplane:
             raise Dropped(DropReason.NOT_IPV4 if packet and packet[0] >> 4 == 6 else DropReason.MALFORMED)
         src = int.from_bytes(packet[12:16], "big")
         dst = int.from_bytes(packet[16:20], "big")
+        if self.links or self.link_nets:
+            link = self.link_for(dst)
+            if link is not None:
+                return link.transmit(packet)
         proto = packet[9]
         spd = self.spd
         if spd.uses_ports:
@@ -162,6 +185,31 @@ class Dataplane:
         sa.counters.packets += 1
         sa.counters.bytes += len(packet)
         return SEND_IP, data, (sa.remote_str, 0)
+
+    def link_for(self, dst: int) -> Link | None:
+        link = self.links.get(dst)
+        if link is None:
+            for net, mask, candidate in self.link_nets:
+                if dst & mask == net:
+                    return candidate
+        return link
+
+    def send_transport(self, sa: SecurityAssociation, proto: int, segment: bytes) -> Transmit | None:
+        """Protect a transport-mode payload (e.g. an L2TP datagram) with a given outbound SA:
+        several clients behind one NAT have identical selectors, so the SA is chosen by the
+        session, not by the SPD."""
+        try:
+            data = esp.encapsulate(sa, segment, proto)
+        except Dropped as exc:
+            self.drops.count(exc.reason)
+            if exc.reason is DropReason.SEQ_EXHAUSTED:
+                self._report_exhausted()
+            return None
+        sa.counters.packets += 1
+        sa.counters.bytes += len(segment) + 20
+        if sa.encap is not None:
+            return SEND_UDP, data, (sa.remote_str, sa.encap.remote_port)
+        return SEND_ESP, data, (sa.remote_str, 0)
 
     def _report_exhausted(self) -> None:
         for sa in self.sas_out:
@@ -213,7 +261,7 @@ class Dataplane:
             raise Dropped(DropReason.UNKNOWN_SPI)
         return sa
 
-    def _inbound_esp(self, data: bytes, outer: bytes | None, source: str | None) -> bytes:
+    def _inbound_esp(self, data: bytes, outer: bytes | None, source: str | None) -> bytes | None:
         """``outer`` is the IPv4 header for raw ESP; for UDP-encapsulated ESP it is None
         and ``source`` is the sender's address (a header is made only if transport mode
         needs one)."""
@@ -229,7 +277,7 @@ class Dataplane:
             sa.counters.drops += 1
             raise
 
-    def _inbound_ah(self, packet: bytes, ihl: int) -> bytes:
+    def _inbound_ah(self, packet: bytes, ihl: int) -> bytes | None:
         if len(packet) < ihl + 12:
             raise Dropped(DropReason.TOO_SHORT)
         sa = self._lookup(ip.PROTO_AH, packet[ihl + 4:ihl + 8])
@@ -241,8 +289,9 @@ class Dataplane:
             raise
 
     def _deliver(self, sa: SecurityAssociation, outer: bytes | None, next_header: int,
-                 payload: bytes) -> bytes:
-        """The packet to write to the TUN, after the inbound policy check (RFC 4301 5.2)."""
+                 payload: bytes) -> bytes | None:
+        """The packet to write to the TUN, after the inbound policy check (RFC 4301 5.2);
+        None when it was L2TP, which goes to the L2TP handler instead."""
         if sa.mode is Mode.TUNNEL:
             if next_header != ip.PROTO_IPIP:
                 raise Dropped(DropReason.BAD_NEXT_HEADER)
@@ -262,6 +311,12 @@ class Dataplane:
             raise Dropped(DropReason.POLICY_MISMATCH)
         sa.counters.packets += 1
         sa.counters.bytes += len(inner)
+        if next_header == ip.PROTO_UDP and sa.mode is Mode.TRANSPORT and self.l2tp_handler is not None:
+            ihl = ip.header_length(inner)
+            sport, dport = ip.ports(inner, ihl)
+            if dport == L2TP_PORT:
+                self.l2tp_handler(sa.tunnel, (inet_ntoa(inner[12:16]), sport), inner[ihl + 8:])
+                return None
         return inner
 
     @staticmethod

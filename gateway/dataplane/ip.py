@@ -84,3 +84,36 @@ def transport_checksum_fix(proto: int, src: bytes, dst: bytes, segment: bytes) -
         csum = 0xFFFF
     seg[off:off + 2] = csum.to_bytes(2, "big")
     return bytes(seg)
+
+
+def clamp_mss(packet: bytes, mss: int) -> bytes:
+    """Lower the MSS option of a TCP SYN to ``mss`` (checksum recomputed), so that
+    a connection through a link with a smaller MTU (PPP over L2TP over ESP) never sends
+    segments that do not fit. Anything else comes back unchanged."""
+    if len(packet) < 40 or packet[9] != PROTO_TCP or (packet[6] & 0x1F) or packet[7]:
+        return packet
+    ihl = header_length(packet)
+    if len(packet) < ihl + 20 or not packet[ihl + 13] & 0x02:  # SYN
+        return packet
+    end = ihl + (packet[ihl + 12] >> 4) * 4
+    i = ihl + 20
+    while i < min(end, len(packet)):
+        kind = packet[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(packet) or packet[i + 1] < 2:
+            break
+        if kind == 2 and packet[i + 1] == 4 and i + 4 <= len(packet):
+            old = (packet[i + 2] << 8) | packet[i + 3]
+            if old <= mss:
+                return packet
+            out = bytearray(packet)
+            out[i + 2:i + 4] = mss.to_bytes(2, "big")
+            # the option need not be 16-bit aligned: recompute (SYNs are rare)
+            segment = transport_checksum_fix(PROTO_TCP, packet[12:16], packet[16:20], bytes(out[ihl:]))
+            return packet[:ihl] + segment
+        i += packet[i + 1]
+    return packet

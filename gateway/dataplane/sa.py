@@ -71,6 +71,7 @@ class SecurityAssociation:
     random: Callable[[int], bytes] | None = field(default=None, repr=False)
     exhausted: bool = False
     exhaustion_reported: bool = False
+    tunnel: str = ""  # the dataplane tunnel (connection, or one peer of a %any connection)
 
     def __post_init__(self) -> None:
         self.local_packed = self.local.packed
@@ -92,9 +93,11 @@ class SecurityAssociation:
     def build_esp(cls, *, name: str, spi: int, direction: Direction, mode: Mode,
                   local: ipaddress.IPv4Address, remote: ipaddress.IPv4Address, suite: EspSuite,
                   encryption_key: bytes, integrity_key: bytes, encap: UdpEncap | None, esn: bool,
-                  selectors: tuple[SelectorPair, ...], replay_window: int) -> SecurityAssociation:
+                  selectors: tuple[SelectorPair, ...], replay_window: int,
+                  tunnel: str = "") -> SecurityAssociation:
         """An ESP SA with its keys bound (manual keying and IKE both build them so)."""
         return cls(name=name, spi=spi, protocol=50, direction=direction, mode=mode, local=local,
+                   tunnel=tunnel or name,
                    remote=remote, esp=suite, cipher=suite.encryption.bind(encryption_key),
                    integrity=suite.integrity.bind(integrity_key) if suite.integrity else None,
                    encap=encap, esn=esn, selectors=selectors,

@@ -179,6 +179,70 @@ def test_transport_checksums_fixed_after_a_nat() -> None:
     assert delivered[28:] == l2tp[28:]
 
 
+def test_l2tp_from_a_transport_sa_goes_to_the_l2tp_handler() -> None:
+    """L2TP never reaches the TUN: it goes to the L2TP core, with the SA's tunnel and the
+    sender's address and port (RFC 3193 4: L2TP only inside IPsec)."""
+    gw = gateways(mode=Mode.TRANSPORT, encap=UdpEncap())
+    gw.ab_in.tunnel = "dialin@203.0.113.99:4500"
+    got: list[tuple[str, tuple[str, int], bytes]] = []
+    gw.b.l2tp_handler = lambda tunnel, peer, data: got.append((tunnel, peer, data))
+    payload = b"\xc8\x02" + bytes(30)
+    assert wire(gw.a.outbound(udp_packet(A_PUB, B_PUB, 1701, 1701, payload)), A_PUB, gw.b) is None
+    assert got == [("dialin@203.0.113.99:4500", (str(A_PUB), 1701), payload)]
+    other = udp_packet(A_PUB, B_PUB, 1701, 53, b"dns")  # not L2TP: to the TUN as before
+    assert isinstance(wire(gw.a.outbound(other), A_PUB, gw.b), bytes)
+    assert len(got) == 1 and not gw.b.drops
+
+
+def test_send_transport_uses_the_given_sa() -> None:
+    gw = gateways(mode=Mode.TRANSPORT, encap=UdpEncap(4500, 41001))
+    got: list[bytes] = []
+    gw.b.l2tp_handler = lambda tunnel, peer, data: got.append(data)
+    segment = udp_packet(A_PUB, B_PUB, 1701, 1701, b"\xc8\x02hello")[20:]
+    result = gw.a.send_transport(gw.ab_out, ip.PROTO_UDP, segment)
+    assert result is not None and result[0] == SEND_UDP and result[2] == (str(B_PUB), 41001)
+    assert wire(result, A_PUB, gw.b) is None and got == [b"\xc8\x02hello"]
+    assert gw.ab_out.counters.packets == 1
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def transmit(self, packet: bytes) -> tuple[int, bytes, tuple[str, int]] | None:
+        self.packets.append(packet)
+        return SEND_UDP, b"framed", ("192.0.2.9", 4500)
+
+
+def test_links_take_their_destinations_before_the_spd() -> None:
+    gw = gateways()
+    client, lan = _Link(), _Link()
+    gw.a.links[int(ipaddress.IPv4Address("10.2.0.77"))] = client  # a dial-in client inside NET_B
+    gw.a.link_nets.append((int(ipaddress.IPv4Address("10.9.0.0")), 0xFFFF0000, lan))
+    to_client = icmp_echo(HOST_A, "10.2.0.77")
+    assert gw.a.outbound(to_client) == (SEND_UDP, b"framed", ("192.0.2.9", 4500))
+    assert gw.a.outbound(icmp_echo(HOST_A, "10.9.3.4")) is not None and len(lan.packets) == 1
+    result = gw.a.outbound(icmp_echo(HOST_A, HOST_B))  # the SPD as before
+    assert result is not None and result[0] == SEND_ESP
+    assert client.packets == [to_client]
+
+
+def test_mss_clamped_on_syn_only() -> None:
+    from scapy.layers.inet import IP, TCP
+
+    syn = bytes(IP(src=HOST_A, dst=HOST_B) / TCP(flags="S", options=[("NOP", None), ("MSS", 1460)]))
+    clamped = IP(ip.clamp_mss(syn, 1360))
+    assert dict(clamped[TCP].options)["MSS"] == 1360
+    want = clamped[TCP].chksum
+    del clamped[TCP].chksum
+    assert IP(bytes(clamped))[TCP].chksum == want  # checksum still right (odd alignment)
+    small = bytes(IP(src=HOST_A, dst=HOST_B) / TCP(flags="S", options=[("MSS", 1200)]))
+    assert ip.clamp_mss(small, 1360) == small
+    ack = bytes(IP(src=HOST_A, dst=HOST_B) / TCP(flags="A"))
+    assert ip.clamp_mss(ack, 1360) == ack
+    assert ip.clamp_mss(icmp_echo(HOST_A, HOST_B), 1360) == icmp_echo(HOST_A, HOST_B)
+
+
 @pytest.mark.parametrize("integ", ["sha1", "sha256", "sha512", "md5"])
 def test_ah_tunnel(integ: str) -> None:
     gw = gateways("ah", integ=integ)
