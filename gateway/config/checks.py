@@ -23,13 +23,64 @@ def cross_checks(config: Config) -> list[Problem]:
         conn = config.connections[name]
         base = ("connections", name)
         problems += _connection(base, conn, config)
+        if conn.l2tp is not None:
+            problems += _l2tp(base, conn, config)
         for other_name in names[:i]:
             other = config.connections[other_name]
             for subnet in conn.remote_subnets:
                 if any(subnet.overlaps(o) for o in other.remote_subnets):
                     problems.append(Problem((*base, "remote_subnets"),
                                             f"{subnet} overlaps remote_subnets of {other_name}"))
+    problems += _users(config)
     return problems
+
+
+def _l2tp(base: tuple[str, ...], conn: Connection, config: Config) -> list[Problem]:
+    """L2TP rides IKEv1 transport-mode ESP (RFC 3193); an LNS needs a pool, a LAC a peer."""
+    out: list[Problem] = []
+    l2tp = conn.l2tp
+    assert l2tp is not None
+    if conn.keying != "ike" or conn.ike.version != 1 or conn.mode != "transport" or conn.protocol != "esp":
+        out.append(Problem((*base, "l2tp"), "L2TP runs over IKEv1 ESP transport mode: "
+                           "keying ike, ike.version 1, mode transport, protocol esp"))
+    if conn.local_subnets or conn.remote_subnets:
+        out.append(Problem((*base, "local_subnets" if conn.local_subnets else "remote_subnets"),
+                           "an L2TP connection's SAs carry UDP 1701 between the two gateways: "
+                           "put the subnets to route under l2tp (a LAC's remote_subnets)"))
+    if l2tp.role == "lns":
+        if l2tp.pool not in config.pools:
+            known = ", ".join(sorted(config.pools)) or "none defined"
+            out.append(Problem((*base, "l2tp", "pool"), f"no pool named {l2tp.pool!r} (pools: {known})"))
+        if not config.users:
+            out.append(Problem((*base, "l2tp"), "an LNS without users: nobody can log in", warning=True))
+        for name, user in config.users.items():
+            if "chap-md5" in l2tp.auth and user.password is None:
+                out.append(Problem(("users", name), "CHAP-MD5 (in l2tp.auth of "
+                                   f"{base[-1]}) needs the clear password; this user cannot use it",
+                                   warning=True))
+    else:
+        if conn.remote == "%any":
+            out.append(Problem((*base, "remote"), "a LAC dials one LNS: give its address"))
+        if l2tp.redial_min > l2tp.redial_max:
+            out.append(Problem((*base, "l2tp", "redial_min"), "redial_min is longer than redial_max"))
+    return out
+
+
+def _users(config: Config) -> list[Problem]:
+    out: list[Problem] = []
+    for name, user in config.users.items():
+        if user.nt_hash is None and user.password_hash is None and user.password is None:
+            out.append(Problem(("users", name), "give nt_hash, password_hash or password"))
+        if user.nt_hash is not None and len(user.nt_hash) != 16:
+            out.append(Problem(("users", name, "nt_hash"), "an NT hash is 16 octets (32 hex digits)"))
+        if user.password_hash is not None:
+            from gateway.ppp.auth import UserSecret
+
+            try:
+                UserSecret(salted=user.password_hash)
+            except ValueError as exc:
+                out.append(Problem(("users", name, "password_hash"), str(exc)))
+    return out
 
 
 def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list[Problem]:
@@ -70,7 +121,8 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
             if conn.ike.start == "start":
                 out.append(Problem((*base, "ike", "start"),
                                    "cannot initiate to %any: give the peer's address"))
-            if conn.auth is not None and conn.auth.method == "psk" and conn.auth.remote_id is None:
+            if conn.auth is not None and conn.auth.method == "psk" and conn.auth.remote_id is None \
+                    and conn.l2tp is None:  # L2TP/IPsec: a group key; PPP authenticates each user
                 out.append(Problem((*base, "auth", "remote_id"),
                                    "a pre-shared key for %any peers needs the peer's remote_id"))
     if conn.keying == "manual":

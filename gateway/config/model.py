@@ -278,6 +278,65 @@ class IkeOptions(Strict):
     initial_contact: bool = True
 
 
+PppMethod = Literal["mschapv2", "chap-md5", "pap"]
+
+
+class L2tpServer(Strict):
+    """The LNS for dial-in users: L2TP (RFC 2661) inside this connection's IPsec transport
+    SAs, PPP with authentication against `users` and an address from `pool`."""
+
+    role: Literal["lns"]
+    pool: str
+    #: our address on every PPP link (IPCP); default: the first address of the pool subnet
+    local_address: IPv4 | None = None
+    #: DNS servers for the clients (RFC 1877); default: the pool's
+    dns: list[IPv4] = []
+    #: accepted methods, most preferred first; PAP (a clear password inside ESP) only if named
+    auth: list[PppMethod] = ["mschapv2", "chap-md5"]
+    #: L2TP tunnel authentication (RFC 2661 5.1.1): required of the peer when set
+    secret: TextSecret | None = None
+    hello_interval: Duration = 60
+    mru: int = Field(1400, ge=576, le=1500)
+    #: TCP MSS of sessions' SYNs is lowered to this (PPP + L2TP + ESP overhead)
+    mss: int = Field(1360, ge=536, le=1460)
+    #: disconnect a session after this long without traffic
+    idle_timeout: Duration | None = None
+    #: disconnect a session after this long in any case
+    session_limit: Duration | None = None
+
+
+class L2tpClient(Strict):
+    """A LAC (a branch router): dial the LNS at `remote` over L2TP inside IPsec transport
+    mode, authenticate as `user`, and route `remote_subnets` over the PPP link."""
+
+    role: Literal["lac"]
+    user: str = Field(min_length=1, max_length=253)
+    password: TextSecret
+    auth: list[PppMethod] = ["mschapv2", "chap-md5"]
+    remote_subnets: list[Subnet] = []
+    secret: TextSecret | None = None
+    hello_interval: Duration = 60
+    mru: int = Field(1400, ge=576, le=1500)
+    mss: int = Field(1360, ge=536, le=1460)
+    #: first and longest wait before dialing again after a failure (doubling between)
+    redial_min: Duration = 5
+    redial_max: Duration = 120
+
+
+class User(Strict):
+    """A dial-in user. Store `nt_hash` (MS-CHAPv2 and PAP) or `password_hash` (PAP only,
+    salted scrypt); a clear `password` is needed only for CHAP-MD5 (RFC 1994 needs it)."""
+
+    nt_hash: HexKey | None = None
+    password_hash: str | None = None
+    password: TextSecret | None = None
+    #: a fixed address instead of one from the pool
+    address: IPv4 | None = None
+    max_sessions: int = Field(1, ge=1, le=1000)
+    idle_timeout: Duration | None = None
+    session_limit: Duration | None = None
+
+
 class Connection(Strict):
     remote: Host
     local_subnets: list[Subnet] = []
@@ -294,10 +353,19 @@ class Connection(Strict):
     ike: IkeOptions = IkeOptions()
     dpd: Dpd = Dpd()
     pool: str | None = None
+    #: L2TP/PPP over this connection's transport-mode SAs (IKEv1): an LNS or a LAC
+    l2tp: Annotated[L2tpServer | L2tpClient, Field(discriminator="role")] | None = None
 
     @model_validator(mode="after")
     def _version_defaults(self) -> Connection:
-        """Proposals the config leaves out default by IKE version (`DEFAULT_PROPOSALS`)."""
+        """Proposals the config leaves out default by IKE version (`DEFAULT_PROPOSALS`); an
+        L2TP connection is IKEv1 transport mode unless the config says otherwise (what the
+        L2TP/IPsec clients built into operating systems speak, RFC 3193)."""
+        if self.l2tp is not None:
+            if "mode" not in self.model_fields_set:
+                object.__setattr__(self, "mode", "transport")
+            if "ike" not in self.model_fields_set or "version" not in self.ike.model_fields_set:
+                object.__setattr__(self, "ike", self.ike.model_copy(update={"version": 1}))
         given = self.proposals.model_fields_set
         ike, esp = DEFAULT_PROPOSALS[self.ike.version]
         if self.ike.version != 2 and not {"ike", "esp"} <= given:
@@ -330,3 +398,4 @@ class Config(Strict):
     ike: IkeSection = IkeSection()
     pools: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Pool] = {}
     connections: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Connection] = {}
+    users: dict[Annotated[str, Field(min_length=1, max_length=253)], User] = {}

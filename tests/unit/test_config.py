@@ -176,3 +176,65 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
 def test_missing_file_is_a_clean_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+L2TP = """\
+gateway:
+  public_interface: wan0
+  public_address: 192.0.2.1
+pools:
+  dialin: {subnet: 10.9.0.0/24, dns: [10.1.0.53]}
+users:
+  alice: {nt_hash: 0x8846f7eaee8fb117ad06bdd830b7586c}
+  bob: {password: "bob's clear password", address: 10.9.0.200, max_sessions: 2}
+connections:
+  dialin:
+    remote: "%any"
+    auth: {method: psk, psk: group-key-for-l2tp}
+    l2tp: {role: lns, pool: dialin, auth: [mschapv2, chap-md5, pap]}
+  to-hq:
+    remote: 203.0.113.1
+    auth: {method: psk, psk: branch-key}
+    l2tp: {role: lac, user: branch1, password: s3cret, remote_subnets: [10.250.0.0/24]}
+"""
+
+
+def test_l2tp_connections_default_to_ikev1_transport() -> None:
+    loaded = load_config_text(L2TP)
+    lns, lac = loaded.config.connections["dialin"], loaded.config.connections["to-hq"]
+    assert lns.mode == lac.mode == "transport" and lns.ike.version == lac.ike.version == 1
+    assert lns.l2tp is not None and lns.l2tp.role == "lns" and lns.l2tp.mss == 1360
+    assert lac.l2tp is not None and lac.l2tp.role == "lac" and "s3cret" not in repr(lac)
+    assert "bob's clear password" not in repr(loaded.config.users)
+    # bob has the clear password CHAP-MD5 needs, alice does not: a warning, not an error
+    assert [str(w) for w in loaded.warnings] == [
+        "<config>:7 users.alice: warning: CHAP-MD5 (in l2tp.auth of dialin) needs the clear password; "
+        "this user cannot use it"]
+
+
+def test_l2tp_selectors_are_udp_1701() -> None:
+    from gateway.ike.v2 import fromconfig
+
+    cfg = load_config_text(L2TP).config
+    lns = fromconfig.peer_config("dialin", cfg.connections["dialin"], cfg, None)
+    lac = fromconfig.peer_config("to-hq", cfg.connections["to-hq"], cfg, None)
+    (lts,), (rts,) = lns.child.local_ts, lns.child.remote_ts
+    assert (str(lts.start), lts.protocol, lts.port_start, lts.port_end) == ("192.0.2.1", 17, 1701, 1701)
+    assert (str(rts.start), str(rts.end), rts.port_start, rts.port_end) == ("0.0.0.0", "255.255.255.255",
+                                                                            0, 65535)
+    (rts,) = lac.child.remote_ts
+    assert (str(rts.start), rts.protocol, rts.port_start) == ("203.0.113.1", 17, 1701)
+    assert lns.version == lac.version == 1 and lns.child.mode == "transport"
+
+
+def test_l2tp_config_mistakes() -> None:
+    text = (L2TP.replace("pool: dialin, auth", "pool: nowhere, auth")
+                .replace("remote: 203.0.113.1", "remote: '%any'")
+                .replace("  alice: {nt_hash: 0x8846f7eaee8fb117ad06bdd830b7586c}",
+                         "  alice: {max_sessions: 3}"))
+    got = issues(text + "    mode: tunnel\n    local_subnets: [10.1.0.0/24]\n")
+    assert any("connections.dialin.l2tp.pool: no pool named 'nowhere'" in i for i in got), got
+    assert any("connections.to-hq.remote: a LAC dials one LNS" in i for i in got), got
+    assert any("users.alice: give nt_hash, password_hash or password" in i for i in got), got
+    assert any("connections.to-hq.l2tp: L2TP runs over IKEv1 ESP transport mode" in i for i in got), got
+    assert any("connections.to-hq.local_subnets: an L2TP connection" in i for i in got), got

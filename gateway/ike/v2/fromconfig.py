@@ -128,6 +128,16 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         remote_ts = tuple(TsRange.of_network(n) for n in conn.remote_subnets)
         if conn.pool is not None and not remote_ts:
             remote_ts = (TsRange.of_network(config.pools[conn.pool].subnet),)
+    elif conn.l2tp is not None:
+        # L2TP/IPsec (RFC 3193 5): UDP 1701 between the two gateways. Clients may send from
+        # another port (the LNS takes any); behind a NAT they name their private address,
+        # which the IKEv1 responder replaces with the IKE endpoints' (RFC 3947 5.2).
+        me = ipaddress.IPv4Address(local)
+        local_ts = (TsRange(me, me, 17, 1701, 1701),)
+        peer = (ipaddress.IPv4Address(0), ipaddress.IPv4Address("255.255.255.255")) if remote is None \
+            else (ipaddress.IPv4Address(remote),) * 2
+        ports = (0, 65535) if conn.l2tp.role == "lns" else (1701, 1701)
+        remote_ts = (TsRange(peer[0], peer[1], 17, *ports),)
     else:
         local_ts = tuple(TsRange.of_network(n) for n in conn.local_subnets) or (
             TsRange.of_network(ipaddress.IPv4Network(local)),)
