@@ -1,10 +1,12 @@
 """SoftEther VPN Server 5.01 in the lab: an L2TP/IPsec server (LNS) for our gateway to dial.
 
 One ``vpnserver start --foreground`` per test, in a namespace of the lab, inside a private
-mount namespace: its compiled-in directories (``/var/lib/softether`` for the config,
-``/var/log/softether``, ``/run/softether``) and ``/tmp`` are private directories under
-``workdir/root``, and ``/etc/resolv.conf`` names no nameserver, so nothing it does can
-reach the host's state or a resolver.  ``vpn_server.config`` is written before the first
+mount namespace.  Its compiled-in directories (``/var/lib/softether`` for the config,
+``/var/log/softether``, ``/run/softether``) do not exist on the host, so private
+``workdir/root/var/lib``, ``var/log``, ``run`` and ``tmp`` are bind-mounted over
+``/var/lib``, ``/var/log``, ``/run`` and ``/tmp`` (nothing else there matters to it), and
+``/etc/resolv.conf`` names no nameserver: nothing it does reaches the host's state or a
+resolver.  ``vpn_server.config`` is written before the first
 start so that it never starts DDNS, keep-alive, NAT traversal, VPN Azure, the JSON-RPC /
 web UI, VPN over DNS/ICMP, OpenVPN/SSTP or a TCP listener besides 5555 (vpncmd), and binds
 only its lab address (no IPv6).  Then ``vpncmd`` configures it: admin password, hub
@@ -15,8 +17,9 @@ tap bridge.  It is ready when UDP 500 and 4500 are bound::
     settings = SoftetherSettings(psk="lab-psk", users=[("branch1", "secret")], bridge=True)
     with SoftetherServer.on_site(topology, topology.branch, workdir / "lns", settings) as lns:
         ...                                  # our gateway (LAC) dials lns.address
-        lns.wait_log(r"IPsec SA .* established")
+        lns.wait_log(r"This IPsec SA is established")
         print("\\n".join(lns.ipsec_lines()))
+        lns.table("SessionList", hub="DEFAULT")   # vpncmd, parsed: [{"Session Name": ...}]
 
 With ``bridge=True`` a tap device ``tap_<tap_name>`` joins the hub; it is moved to
 ``lan_namespace`` (``on_site``: the site's LAN namespace) and given ``lan_host``
@@ -32,6 +35,15 @@ Quirks of this build (see also /work/shared/PEERS.md):
   created but stay empty.  ``output()`` is the log; ``log_files()`` returns them anyway.
 - Without ``DisableGetHostNameWhenAcceptTcp`` it looks up the name of every TCP client
   (vpncmd): a DNS PTR query and three NetBIOS (UDP 137) queries per connection.
+- Without ``NoLinuxArpFilter`` it sets ``net.ipv4.conf.all.arp_filter=1`` in its network
+  namespace (and leaves it so).
+- With DDNS disabled it creates no VPN Azure client at all; the UDP socket on a random
+  port of its address is its (idle) syslog client.
+- vpncmd's exit status is that of the *last* command of a script, so ``vpncmd()`` checks
+  each command's "The command completed successfully."; a missing parameter makes it
+  prompt, which at the end of the script fails the command.
+- It prints cookies and SPIs in hex without leading zeros (``Responder Cookie:
+  0xDF95E78FEF8242F``).
 - It can wedge (100% CPU, SIGTERM ignored) after a client vanished without StopCCN; so
   one fresh server per test, and ``stop()`` is a SIGKILL.
 """
@@ -45,7 +57,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -180,6 +192,56 @@ class VpncmdResult:
                 return text
         raise KeyError(command)
 
+    def table(self, command: str) -> list[dict[str, str]]:
+        """The table in the output of ``command`` (see ``parse_table``)."""
+        return parse_table(self.text_of(command))
+
+
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The first table of a vpncmd command's output, as a list of rows.
+
+    Column tables (``BridgeList``, ``SessionList``: a header row, a ``---+---`` rule, rows)
+    give one dict per row, keyed by the header.  ``Item|Value`` tables (``IPsecGet``,
+    ``UserList``, ``SessionList``...) give one dict per record: records are separated by a
+    rule, or start where a key repeats (``LogGet``); a line with an empty item continues
+    the previous value.
+    """
+    rule = re.compile(r"-+(\+-+)*")
+    lines = text.splitlines()
+    for i in range(len(lines) - 1):
+        if "|" in lines[i] and rule.fullmatch(lines[i + 1].strip()):
+            header = [h.strip() for h in lines[i].split("|")]
+            body: list[list[str] | None] = []
+            for line in lines[i + 2:]:
+                if rule.fullmatch(line.strip()):
+                    body.append(None)  # between the records of an Item|Value table
+                elif "|" in line:
+                    body.append([c.strip() for c in line.split("|")])
+                else:
+                    break
+            break
+    else:
+        return []
+    if header == ["Item", "Value"]:
+        records: list[dict[str, str]] = [{}]
+        last = None
+        for cells in body:
+            if cells is None:
+                records.append({})
+                last = None
+                continue
+            key, value = cells[0], "|".join(cells[1:])
+            if not key:
+                if last is not None and value:
+                    records[-1][last] += "\n" + value
+                continue
+            if key in records[-1]:
+                records.append({})
+            records[-1][key] = value
+            last = key
+        return [r for r in records if r]
+    return [dict(zip(header, cells, strict=False)) for cells in body if cells is not None]
+
 
 def parse_vpncmd(output: str) -> list[tuple[str, str, bool]]:
     """Split a vpncmd transcript into (command, its output, completed successfully)."""
@@ -297,6 +359,7 @@ declare root
 \t\tstring KeepConnectHost $
 \t\tstring ListenIP {self.address}
 \t\tbool NoHighPriorityProcess true
+\t\tbool NoLinuxArpFilter true
 \t\tstring PortsUDP $
 \t\tbool UseKeepConnect false
 \t\tstring UsernameHubSeparator @
@@ -403,8 +466,7 @@ declare root
             self.stop()
             raise
 
-    def _wait(self, probe: object, deadline: float, what: str) -> None:
-        assert callable(probe)
+    def _wait(self, probe: Callable[[], bool], deadline: float, what: str) -> None:
         while not probe():
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"SoftEther in {self.namespace} exited with {self.proc.returncode} "
@@ -499,7 +561,8 @@ declare root
         if self._password_set:
             cmd.insert(-1, f"/PASSWORD:{self.settings.admin_password}")
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout + 5)
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                                  timeout=timeout + 5)
         finally:
             (self.tmp_dir / name).unlink(missing_ok=True)
         output = proc.stdout + proc.stderr
@@ -513,6 +576,11 @@ declare root
             raise LabError(f"vpncmd in {self.namespace} failed (exit {proc.returncode}): "
                            f"{result.failures() or output[-1500:]}")
         return result
+
+    def table(self, command: str, hub: str | None = None) -> list[dict[str, str]]:
+        """Run one vpncmd command and parse its table, e.g. ``table("SessionList",
+        hub="DEFAULT")``, ``table("DhcpTable", hub="DEFAULT")``, ``table("IPsecGet")``."""
+        return self.vpncmd(command, hub=hub).table(command)
 
     def lan_command(self, *cmd: str) -> list[str]:
         """``cmd`` as run on the LAN host (in the tap's namespace), for subprocess."""

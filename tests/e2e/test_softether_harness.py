@@ -120,6 +120,8 @@ def test_server_starts_offline_on_its_address_only(tmp_path: Path) -> None:
                 assert {a for a, _, _ in udp} == {SERVER}
                 assert {500, 4500} <= {p for _, p, _ in udp}
                 assert not _sockets(pid, "tcp6") and not _sockets(pid, "udp6")
+                arp_filter = topo.ns(topo.branch.gw_ns, "sysctl", "-n", "net.ipv4.conf.all.arp_filter")
+                assert arp_filter.stdout.strip() == "0"  # NoLinuxArpFilter: it leaves the namespace alone
                 config = server.config_path.read_text(encoding="utf-8-sig")
                 output = server.output()
                 log_files = server.log_files()
@@ -349,6 +351,11 @@ def test_tap_bridge_gives_a_lan_host(tmp_path: Path) -> None:
         print(f"iperf3 TCP tap -> hub -> tap: {rate:.3f} Gbit/s")
         assert rate > 0.001
         assert "Local Bridge connection to physical Ethernet interface \"lns\" was started" in server.output()
+        bridges = server.table("BridgeList")
+        assert [(b["Network Adapter or Tap Device Name"], b["Status"]) for b in bridges] == [
+            ("lns", "Operating"), ("probe", "Operating")]
+        sessions = server.table("SessionList", hub="DEFAULT")
+        assert sorted(s["Location"] for s in sessions) == ["Local Session"] * 2 + ["SecureNAT Session"]
     # the taps went with the server
     assert not Path(f"/sys/class/net/{server.tap_device}").exists()
 
@@ -411,8 +418,9 @@ def test_stop_leaves_nothing_and_a_fresh_server_starts(tmp_path: Path) -> None:
     assert_lab_gone(prefix)
 
 
-def test_log_helpers(tmp_path: Path) -> None:
-    with softether_lab(f"{PREFIX}lg-", tmp_path, SoftetherSettings(psk=PSK)) as (topo, server):
+def test_log_and_vpncmd_helpers(tmp_path: Path) -> None:
+    settings = SoftetherSettings(psk=PSK, users=[("branch1", "secret"), ("road2", "warrior")])
+    with softether_lab(f"{PREFIX}lg-", tmp_path, settings) as (topo, server):
         mark = len(server.output())
         message, _ = main_mode_offer([AES256_SHA256_ECP256])
         udp_exchange(topo.hq.gw_ns, CLIENT, 500, SERVER, 500, message)
@@ -425,4 +433,24 @@ def test_log_helpers(tmp_path: Path) -> None:
             server.wait_log("no such line", timeout=0.2)
         result = server.vpncmd("IPsecGet")
         assert PSK in result.text_of("IPsecGet")
+        assert result.table("IPsecGet") == [{
+            "L2TP over IPsec Server Function Enabled": "Yes", "Raw L2TP Server Function Enabled": "No",
+            "EtherIP / L2TPv3 over IPsec Server Function Enabled": "No", "IPsec Pre-Shared Key String": PSK,
+            "Name of Default Virtual Hub": "DEFAULT"}]
+        users = server.table("UserList", hub="DEFAULT")
+        assert [(u["User Name"], u["Auth Method"]) for u in users] == [
+            ("branch1", "Password Authentication"), ("road2", "Password Authentication")]
+        sessions = server.table("SessionList", hub="DEFAULT")
+        assert [s["Session Name"] for s in sessions] == ["SID-SECURENAT-1"]
+        assert server.table("DhcpTable", hub="DEFAULT") == []  # no PPP client yet
         assert "vpncmd (exit 0)" in server.vpncmd_log.read_text()
+        # vpncmd's exit status is that of the *last* command: the harness checks every
+        # command's "completed successfully" instead
+        unknown = server.vpncmd("NoSuchCommand", "IPsecGet", check=False)
+        assert unknown.returncode == 0 and not unknown.ok
+        assert server.vpncmd("NoSuchCommand", check=False).returncode == 117
+        duplicate = server.vpncmd("UserCreate road2 /GROUP:none /REALNAME:none /NOTE:none", hub="DEFAULT",
+                                  check=False)
+        assert duplicate.returncode == 66 and "already exists" in duplicate.failures()[0]
+        with pytest.raises(LabError, match="Assigned Group Name"):  # a prompt at the end of the script
+            server.vpncmd("UserCreate nogroup", hub="DEFAULT", timeout=5)
