@@ -46,6 +46,13 @@ Quirks of this build (see also /work/shared/PEERS.md):
   0xDF95E78FEF8242F``).
 - It can wedge (100% CPU, SIGTERM ignored) after a client vanished without StopCCN; so
   one fresh server per test, and ``stop()`` is a SIGKILL.
+- **192.0.2.254 is unusable as a peer address**: this build marks an IPv6 address in its
+  ``IP`` struct by setting the IPv4 part to 192.0.2.254 (``Mayaqua/Network.c``:
+  ``SetIP6``/``IsIP6``), so a client at 192.0.2.254 becomes ``::`` ("IPsec Client 1
+  (:::500 -> 192.0.2.1:500)") and is never answered.  In the lab topology that is the
+  internet router's hq-side address, i.e. the address the lab's NAT gives the branch:
+  a NATed client must reach SoftEther through another address (put SoftEther on the
+  branch, masquerade toward it: 198.51.100.254 works).
 """
 
 from __future__ import annotations
@@ -76,6 +83,9 @@ ADMIN_PORT = 5555
 PSK = "softether-lab-psk-0123456789"
 SECURENAT = "10.250.0.1"
 LAN_HOST = "10.250.0.2/24"
+
+#: The IPv4 address this build uses to mark IPv6 addresses: peers there are not served.
+IPV6_MARKER = "192.0.2.254"
 
 #: What ``ipsec_lines`` keeps of the log: IKE, ESP, L2TP and PPP events.
 IPSEC_LINE = re.compile(r"IPsec|IKE|ISAKMP|ESP|L2TP|PPP|EtherIP")
@@ -268,6 +278,8 @@ class SoftetherServer:
 
     def __init__(self, namespace: str, address: str, workdir: Path,
                  settings: SoftetherSettings | None = None, *, lan_namespace: str | None = None) -> None:
+        if address == IPV6_MARKER:
+            raise LabError(f"SoftEther 5.01 takes {IPV6_MARKER} for an IPv6 marker: it cannot listen there")
         self.namespace = namespace
         self.address = address
         self.settings = settings if settings is not None else SoftetherSettings()
