@@ -2,9 +2,13 @@
 
 Every control message but a ZLB takes the next Ns; every message we send carries Nr, the
 Ns we expect next, which acknowledges everything before it. At most the peer's Receive
-Window Size messages are unacknowledged at once; the rest wait in order. Unacknowledged
-messages are retransmitted after 1 s, then 2, 4, 8, 8... seconds; after the configured
-number of retransmissions without progress the connection has failed. Received messages
+Window Size messages are unacknowledged at once; the rest wait in order. The oldest
+unacknowledged message is retransmitted after 1 s, then 2, 4, 8, 8... seconds; after the
+configured number of retransmissions without progress the connection has failed. An
+acknowledgement that covers the retransmitted message but not all that was outstanding
+names the next message the peer lacks, which goes again at once (TCP NewReno's partial
+acknowledgement, RFC 6582): the peer holds what came after a loss, so one retransmission
+per hole suffices, and no loss pattern can starve one message forever. Received messages
 are delivered exactly once and in order: duplicates are acknowledged again (the ack was
 lost), messages ahead of the expected Ns wait in a bounded queue, and when no message
 goes out to carry an acknowledgement a ZLB does, after a short delay.
@@ -78,6 +82,7 @@ class ReliableChannel(Generic[T]):
         self._queued: deque[_Pending] = deque()  # beyond the peer's window
         self._ahead: dict[int, T] = {}
         self._rto = policy.initial
+        self._recover: int | None = None  # the last Ns outstanding when a timeout struck
         self.retries = 0
         self._retransmit_at: float | None = None
         self._ack_at: float | None = None
@@ -173,6 +178,12 @@ class ReliableChannel(Generic[T]):
             self.retries = 0
             self._rto = self.policy.initial
             self._retransmit_at = now + self._rto if self._unacked else None
+            if self._recover is not None:
+                if self._unacked and not seq_before(self._recover, self._unacked[0].ns):
+                    self._transmit(self._unacked[0])  # a partial acknowledgement: this one is missing too
+                    self._count("retransmissions")
+                else:
+                    self._recover = None
             self._fill_window(now)
 
     # -- time ----------------------------------------------------------------------------------
@@ -190,9 +201,9 @@ class ReliableChannel(Generic[T]):
                 self._ack_at = None
                 return
             self.retries += 1
-            for pending in self._unacked:
-                self._transmit(pending)
-                self._count("retransmissions")
+            self._transmit(self._unacked[0])
+            self._recover = self._unacked[-1].ns
+            self._count("retransmissions")
             self._rto = self.policy.interval(self.retries)
             self._retransmit_at = now + self._rto
         if self._ack_at is not None and now >= self._ack_at:

@@ -123,8 +123,12 @@ def test_the_peer_window_limits_what_is_in_flight() -> None:
     assert [ns for ns, _, _ in _headers(channel)] == [2]
     channel.receive(0, 3, None, 0.2)
     assert [ns for ns, _, _ in _headers(channel)] == [3, 4]
-    channel.poll(1.2)  # a timeout retransmits all that is in flight
-    assert [ns for ns, _, _ in _headers(channel)] == [3, 4]
+    channel.poll(1.2)  # a timeout retransmits the oldest message in flight
+    assert [ns for ns, _, _ in _headers(channel)] == [3]
+    channel.receive(0, 4, None, 1.3)  # a partial acknowledgement: the next one goes at once
+    assert [ns for ns, _, _ in _headers(channel)] == [4]
+    channel.receive(0, 5, None, 1.4)
+    assert channel.idle and channel.take() == []
 
 
 def test_acknowledgements_of_unsent_messages_are_ignored() -> None:
