@@ -233,12 +233,15 @@ class L2tpEndpoint:
         key = (peer[0], peer[1], peer_tunnel)
         existing = self._tunnels.get(self._answered.get(key, 0))
         if existing is not None and not existing.closed:
-            if existing.up_since is None or now - existing.up_since < self.settings.linger_time:
+            if existing.state in (TunnelState.CLOSING, TunnelState.LINGER):
+                pass  # that tunnel is over (it lingers on for its StopCCN): this is a new one
+            elif existing.up_since is None or now - existing.up_since < self.settings.linger_time:
                 existing.on_control(msg, peer, now)  # a retransmission or a late copy: acknowledged again
                 return
-            # up for longer than any copy of the old SCCRQ can wander: the peer started over
-            existing.discard("replaced", "the peer sent a new SCCRQ with the same tunnel id")
-            self._note("tunnel replaced by a new SCCRQ", "warning", tunnel=existing.local_id, peer=peer)
+            else:
+                # up for longer than any copy of the old SCCRQ can wander: the peer started over
+                existing.discard("replaced", "the peer sent a new SCCRQ with the same tunnel id")
+                self._note("tunnel replaced by a new SCCRQ", "warning", tunnel=existing.local_id, peer=peer)
         if not self.settings.accept_tunnels:
             self.refuse("tunnels_not_accepted")
             self._stateless_stop(msg, peer, StopCcnResult.NOT_AUTHORIZED, "tunnels are not accepted here")

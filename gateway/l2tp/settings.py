@@ -71,6 +71,10 @@ class L2tpSettings:
             raise ValueError("receive_window must be 1..65535")
         if self.max_tunnels < 1 or self.max_sessions_per_tunnel < 1:
             raise ValueError("table bounds must be positive")
+        if self.hello_interval <= 0 or self.setup_timeout <= 0:
+            raise ValueError("hello_interval and setup_timeout must be positive")
+        if self.retransmit.initial <= 0 or self.retransmit.retries < 0 or self.retransmit.ack_delay < 0:
+            raise ValueError("retransmission timers must be positive")
 
     def secret_for(self, address: str) -> bytes | None:
         return self.secrets.get(address, self.default_secret)

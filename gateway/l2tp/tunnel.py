@@ -405,6 +405,9 @@ class Tunnel:
 
     def _on_stopccn(self, msg: ControlMessage, now: float) -> None:
         result = msg.value(AvpType.RESULT_CODE)
+        if not self.peer_id:  # refused before the peer's SCCRP named its id: acknowledge to the id it names
+            self.peer_id = int(msg.value(AvpType.ASSIGNED_TUNNEL_ID, 0))  # type: ignore[call-overload]
+            self.channel.peer_tunnel_id = self.peer_id
         self.channel.drop_pending()
         self.channel.ack_now(now)
         self._sessions_down("tunnel_down", "the peer closed the tunnel")

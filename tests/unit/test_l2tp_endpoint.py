@@ -252,6 +252,26 @@ def test_a_client_that_starts_over_replaces_its_tunnel() -> None:
     assert ep.tunnel_ids == [int(sccrp.value(AvpType.ASSIGNED_TUNNEL_ID))]  # type: ignore[call-overload]
 
 
+def test_a_client_that_reconnects_at_once_gets_a_new_tunnel() -> None:
+    ep = lns()
+    peer = windows_tunnel(ep)
+    windows_call(peer)
+    peer.send(MessageType.STOPCCN, raw_avp(AvpType.ASSIGNED_TUNNEL_ID, u16(1)),
+              raw_avp(AvpType.RESULT_CODE, u16(1)), session=0)
+    peer.replies()
+    old = peer.tunnel
+    assert ep.tunnel_state(old) == "linger"
+    again = windows_tunnel(ep)  # the same address and tunnel id, a second later
+    assert again.tunnel != old and ep.tunnel_state(again.tunnel) == "established"
+    assert ep.tunnel_state(old) == "linger"  # still there to acknowledge a retransmitted StopCCN
+    peer.ns -= 1
+    peer.send(MessageType.STOPCCN, raw_avp(AvpType.ASSIGNED_TUNNEL_ID, u16(1)),
+              raw_avp(AvpType.RESULT_CODE, u16(1)), session=0)
+    (ack,) = peer.replies()
+    assert isinstance(ack, ControlMessage) and ack.is_zlb
+    windows_call(again)
+
+
 def test_tunnel_limit_refuses_with_a_stateless_stopccn() -> None:
     ep = lns(max_tunnels=2)
     for i in range(2):
@@ -295,6 +315,31 @@ def test_an_lac_only_endpoint_refuses_tunnels_and_calls() -> None:
                raw_avp(AvpType.CALL_SERIAL_NUMBER, u32(1)), session=0)
     (cdn,) = [m for m in peer2.replies() if isinstance(m, ControlMessage) and not m.is_zlb]
     assert cdn.type == MessageType.CDN and cdn.value(AvpType.RESULT_CODE).result == 5  # type: ignore[union-attr]
+
+
+def test_a_refused_lac_hears_why() -> None:
+    wire = pair(lns={"accept_tunnels": False})
+    tid, (key,) = up(wire)
+    (down,) = wire["lac"].of(TunnelDown)
+    assert down.tunnel == tid and down.reason == "stopccn" and down.result == 4
+    assert "tunnels are not accepted here" in down.text
+    assert [e.session for e in wire["lac"].of(SessionDown)] == [key]
+    assert wire["lns"].endpoint.refusals == {"tunnels_not_accepted": 1}
+    wire.run_for(40)
+    assert wire["lac"].endpoint.tunnel_ids == [] and wire["lns"].endpoint.tunnel_ids == []
+
+
+def test_another_protocol_version_is_refused() -> None:
+    ep = lns()
+    peer = RawPeer(ep)
+    peer.send(MessageType.SCCRQ, raw_avp(AvpType.PROTOCOL_VERSION, b"\x01\x01"),
+              raw_avp(AvpType.HOST_NAME, b"future"), raw_avp(AvpType.FRAMING_CAPABILITIES, u32(3)),
+              raw_avp(AvpType.ASSIGNED_TUNNEL_ID, u16(4)))
+    (stop,) = peer.replies()
+    assert isinstance(stop, ControlMessage) and stop.type == MessageType.STOPCCN and stop.tunnel_id == 4
+    result = stop.value(AvpType.RESULT_CODE)
+    assert isinstance(result, ResultCode) and (result.result, result.error) == (5, 0x0100)
+    assert [e.reason for e in peer.events() if isinstance(e, TunnelDown)] == ["bad_version"]
 
 
 # -- unknown AVPs and message types (RFC 2661 4.2, 4.4.1) -----------------------------------------
@@ -520,8 +565,10 @@ def test_a_silent_peer_is_declared_dead_after_hello_retransmissions() -> None:
     assert down.reason == "timeout" and "HELLO" in down.text
     (call_down,) = wire["lac"].of(SessionDown)
     assert call_down.session == key and call_down.reason == "tunnel_down"
-    hello_at = 5 + 60  # up() ran to t=5; the LNS's last message came just after t=0
-    assert hello_at + 31 - 5 < wire["lac"].endpoint.get_timer() if wire["lac"].endpoint.get_timer() else True
+    # the LAC last heard the LNS's ZLB for the ICCN (0.31 s): a HELLO a minute later, then 31 s
+    # of retransmissions (RFC 2661 5.8, 6.5)
+    (when,) = [t for t, e in wire["lac"].timeline if isinstance(e, TunnelDown)]
+    assert when == pytest.approx(0.31 + 60 + 31, abs=0.02)
     assert wire["lac"].endpoint.tunnel_ids == []
 
 
@@ -663,7 +710,7 @@ def test_close_all_and_unknown_handles() -> None:
     wire = pair()
     tid, (key,) = up(wire)
     lac = wire["lac"].endpoint
-    assert not lac.close_session(SessionKey(tid, 1), wire.now) or True
+    assert key.session != 1 and not lac.close_session(SessionKey(tid, 1), wire.now)
     assert not lac.close_tunnel(9, wire.now)
     with pytest.raises(L2tpRefused):
         lac.place_call(9, wire.now)

@@ -40,6 +40,7 @@ class Node:
     endpoint: L2tpEndpoint
     address: tuple[str, int]
     events: list[object] = field(default_factory=list)
+    timeline: list[tuple[float, object]] = field(default_factory=list)  # (when, event)
     sent: list[bytes] = field(default_factory=list)
 
     def of(self, kind: type) -> list:
@@ -79,6 +80,7 @@ class Wire:
                     heapq.heappush(self._queue, (self.now + delay, next(self._seq), data, node.address, dest))
             while (event := node.endpoint.next_event()) is not None:
                 node.events.append(event)
+                node.timeline.append((self.now, event))
 
     def step(self) -> bool:
         """Run the next thing due (a delivery or a timer); False when nothing is left."""
