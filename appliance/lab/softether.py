@@ -18,8 +18,9 @@ tap bridge.  It is ready when UDP 500 and 4500 are bound::
     with SoftetherServer.on_site(topology, topology.branch, workdir / "lns", settings) as lns:
         ...                                  # our gateway (LAC) dials lns.address
         lns.wait_log(r"This IPsec SA is established")
-        print("\\n".join(lns.ipsec_lines()))
+        print("\\n".join(lns.ipsec_lines()))     # its IKE/ESP/L2TP/PPP log lines
         lns.table("SessionList", hub="DEFAULT")   # vpncmd, parsed: [{"Session Name": ...}]
+        lns.vpncmd("UserList", hub="DEFAULT")     # any vpncmd script; .output, .commands
 
 With ``bridge=True`` a tap device ``tap_<tap_name>`` joins the hub; it is moved to
 ``lan_namespace`` (``on_site``: the site's LAN namespace) and given ``lan_host``
@@ -65,7 +66,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -89,6 +90,9 @@ IPV6_MARKER = "192.0.2.254"
 
 #: What ``ipsec_lines`` keeps of the log: IKE, ESP, L2TP and PPP events.
 IPSEC_LINE = re.compile(r"IPsec|IKE|ISAKMP|ESP|L2TP|PPP|EtherIP")
+
+#: A packet log record on stdout (CSV: date,time,session,peer session,MACs,...).
+PACKET_LINE = re.compile(r"^\d{4}-\d\d-\d\d,\d\d:\d\d:\d\d\.\d{3},")
 
 #: The vpncmd prompt that starts each command's output in a transcript.
 _PROMPT = re.compile(r"^VPN Server(?:/\S+)?>(.*)$", re.MULTILINE)
@@ -141,7 +145,7 @@ class SoftetherSettings:
     extra_hub_commands: Sequence[str] = ()
     extra_commands: Sequence[str] = ()
     #: raw lines added to ServerConfiguration of vpn_server.config (``bool Foo true``)
-    extra_server_config: Sequence[str] = field(default_factory=tuple)
+    extra_server_config: Sequence[str] = ()
 
 
 def _se_string(value: str) -> str:
@@ -394,10 +398,12 @@ declare root
 """
 
     def setup_commands(self) -> tuple[list[str], list[str]]:
-        """The vpncmd script of ``start``: (server-level commands, the hub's commands).
+        """The configuration commands of ``start``: (server-level, the hub's).
 
-        Run as: server commands, ``Hub <hub>``, hub commands, ``Hub``, IPsec/keep-alive/
-        bridge, ``Flush``; see ``start``.
+        ``start`` runs ``ServerPasswordSet``, ``HubCreate``, ``Hub <hub>``, the hub's
+        commands (users, SecureNAT/DHCP, packet log, extras), ``Hub``, the server-level ones
+        (``IPsecEnable``, ``KeepDisable``, ``BridgeCreate``, extras) and ``Flush``, in one
+        vpncmd script.
         """
         s = self.settings
         tok = _check_token
@@ -582,8 +588,8 @@ declare root
             log.write(f"--- vpncmd (exit {proc.returncode}) ---\n{output}\n")
         result = VpncmdResult(output, proc.returncode, parse_vpncmd(output))
         if proc.returncode == -signal.SIGKILL or proc.returncode == 128 + signal.SIGKILL:
-            raise LabError(f"vpncmd in {self.namespace} timed out after {timeout:.0f}s (waiting at a "
-                           f"prompt?): {output[-1500:]}")
+            raise LabError(f"vpncmd in {self.namespace} timed out after {timeout:.0f}s (server wedged?): "
+                           f"{output[-1500:]}\n{self.log_tail(15)}")
         if check and not result.ok:
             raise LabError(f"vpncmd in {self.namespace} failed (exit {proc.returncode}): "
                            f"{result.failures() or output[-1500:]}")
@@ -623,7 +629,15 @@ declare root
 
     def ipsec_lines(self, start: int = 0) -> list[str]:
         """Its IKE/ESP/L2TP/PPP log lines (from character ``start`` of ``output()``)."""
-        return [line for line in self.output()[start:].splitlines() if IPSEC_LINE.search(line)]
+        return [line for line in self.output()[start:].splitlines()
+                if IPSEC_LINE.search(line) and not PACKET_LINE.match(line)]
+
+    def packet_lines(self, start: int = 0) -> list[str]:
+        """The hub's packet log records (``packet_log=True``), CSV as SoftEther writes them:
+        ``date,time,session,dest session,src MAC,dst MAC,ethertype,size,protocol,info,
+        src IP,src port,dst IP,dst port,...`` (e.g. ``...,ICMPv4,Echo Request,10.250.0.2,-,
+        10.250.0.1,...``)."""
+        return [line for line in self.output()[start:].splitlines() if PACKET_LINE.match(line)]
 
     def wait_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match[str]:
         """Wait until ``pattern`` (a regex) appears in its output after character ``start``."""

@@ -398,7 +398,7 @@ def test_tap_bridge_gives_a_lan_host(tmp_path: Path) -> None:
     """The tap moves to the branch LAN namespace as 10.250.0.2/24: it pings SecureNAT through
     the hub.  A second tap (hq LAN namespace, 10.250.0.3) stands in for a PPP client: ping,
     a TCP exchange and iperf3 to the LAN host cross the hub.  TCP to 10.250.0.1 is dropped."""
-    settings = SoftetherSettings(psk=PSK, bridge=True)
+    settings = SoftetherSettings(psk=PSK, bridge=True, packet_log=True)
     with softether_lab(f"{PREFIX}br-", tmp_path, settings) as (topo, server):
         lan = topo.branch.lan_ns
         assert server.lan_namespace == lan and server.lan_host == "10.250.0.2"
@@ -407,6 +407,9 @@ def test_tap_bridge_gives_a_lan_host(tmp_path: Path) -> None:
         gw_links = topo.ns(topo.branch.gw_ns, "ip", "-br", "link").stdout
         assert server.tap_device not in gw_links, gw_links
         assert topo.ping(lan, SECURENAT, count=3, interval=0.1) == (3, 3), server.log_tail()
+        # packet_log: the hub logs each frame (to stdout, as CSV)
+        echo = server.wait_log(r"ICMPv4,Echo Reply,10\.250\.0\.1,-,10\.250\.0\.2,").group(0)
+        assert any("ICMPv4,Echo Request,10.250.0.2,-,10.250.0.1," in ln for ln in server.packet_lines()), echo
         secure_nat_tcp = _tcp_connect(topo, lan, SECURENAT, 80)
         print(f"\nTCP from the LAN host to SecureNAT {SECURENAT}:80: {secure_nat_tcp}")
         assert secure_nat_tcp == "timeout"
