@@ -50,6 +50,9 @@ class L2tpEndpoint:
         self.drops: dict[str, int] = {}
         #: tunnels and calls refused, by reason (max_tunnels, auth_failed, ...)
         self.refusals: dict[str, int] = {}
+        #: control channel totals over all tunnels: retransmissions, duplicates, reordered,
+        #: beyond_window, bad_nr, zlb_sent (RFC 2661 5.8)
+        self.control: dict[str, int] = {}
 
     # -- what tunnels use -------------------------------------------------------------------
 
@@ -67,6 +70,11 @@ class L2tpEndpoint:
 
     def refuse(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def count_control(self, what: str) -> None:
+        self.control[what] = self.control.get(what, 0) + 1
+        if what == "beyond_window":
+            self.drop("control_beyond_window")  # a control message we had no room to hold
 
     def _note(self, what: str, level: str = "info", **fields: object) -> None:
         self.emit(Note(what, level, tuple((k, str(v)) for k, v in fields.items())))

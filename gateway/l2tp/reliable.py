@@ -20,6 +20,7 @@ whatever it is given for received messages back in order. Time is a parameter.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -71,7 +72,8 @@ class ReliableChannel(Generic[T]):
     """The sequence and acknowledgement state of one control connection, both directions."""
 
     def __init__(self, policy: RetransmitPolicy, receive_window: int,
-                 peer_window: int = DEFAULT_PEER_WINDOW, now: float = 0.0) -> None:
+                 peer_window: int = DEFAULT_PEER_WINDOW, now: float = 0.0,
+                 counter: Callable[[str], None] | None = None) -> None:
         self.policy = policy
         self.receive_window = max(1, receive_window)  # what we advertise: the reorder bound
         self.peer_window = max(1, peer_window)
@@ -89,7 +91,9 @@ class ReliableChannel(Generic[T]):
         self.failed = False
         self.last_heard = now
         self._out: list[bytes] = []
+        #: retransmissions, duplicates, reordered, beyond_window, bad_nr, zlb_sent
         self.stats: dict[str, int] = {}
+        self._counter = counter  # told of every count too (the endpoint's totals)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -218,3 +222,5 @@ class ReliableChannel(Generic[T]):
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
+        if self._counter is not None:
+            self._counter(what)

@@ -87,7 +87,7 @@ class Tunnel:
         self._secret = secret
         self.state = TunnelState.IDLE
         self.channel: ReliableChannel[ControlMessage] = ReliableChannel(
-            self.settings.retransmit, self.settings.receive_window, now=now)
+            self.settings.retransmit, self.settings.receive_window, now=now, counter=endpoint.count_control)
         self.peer_id = 0
         self.peer_host = b""
         self.peer_vendor = b""

@@ -435,6 +435,7 @@ def test_loss_of_every_third_datagram() -> None:
     wire.run_for(30)
     lac, lns_node = wire["lac"], wire["lns"]
     assert len(lac.of(SessionUp)) == len(lns_node.of(SessionUp)) == 6
+    assert lac.endpoint.control["retransmissions"] > 0 and lns_node.endpoint.control["reordered"] > 0
     for key in keys[:3]:
         lac.endpoint.close_session(key, wire.now)
     wire.run_for(30)
