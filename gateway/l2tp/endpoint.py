@@ -11,6 +11,17 @@ It never touches a socket, a clock or a thread: time is a parameter and randomne
 challenges, tie breakers, random vectors) comes from the injected ``random``. Malformed
 input is counted in ``drops`` by reason and never raises; refused tunnels and calls are
 counted in ``refusals``. Every table is bounded.
+
+A shell drives it like this (``sock`` a UDP socket on 1701 inside the IPsec policy)::
+
+    ep = L2tpEndpoint(L2tpSettings(host_name="gw"), random=os.urandom)
+    ep.receive(payload, (src_address, src_port), loop.time())   # for every datagram
+    for data, peer in ep.datagrams_to_send():                   # after every call into ep
+        sock.sendto(data, peer)
+    while (event := ep.next_event()) is not None:               # TunnelUp, SessionUp, FrameReceived...
+        handle(event)
+    when = ep.get_timer()                                       # re-arm one timer; at `when`:
+    ep.handle_timer(loop.time())
 """
 
 from __future__ import annotations
