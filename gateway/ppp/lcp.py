@@ -206,9 +206,10 @@ class Lcp(OptionHandler):
         self.now = now
         self.automaton.open(now)
 
-    def close(self, now: float, reason: str) -> None:
+    def close(self, now: float, public_reason: str) -> None:
+        """Close; ``public_reason`` goes into our Terminate-Request for the peer to read."""
         self.now = now
-        self.terminate_reason = reason
+        self.terminate_reason = public_reason
         self.automaton.close(now)
 
     def receive(self, payload: bytes, now: float) -> None:

@@ -9,10 +9,11 @@ configured.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.ppp.auth import AuthRole, AuthTiming, Credentials
+from gateway.ppp.auth import AuthRole, AuthTiming, Credentials, check_salted, salted_hash
 from gateway.ppp.frame import PROTO_PAP, ControlPacket, PppMalformed, printable
 
 AUTH_REQ = 1
@@ -60,6 +61,11 @@ def decode_message(data: bytes) -> bytes:
     return bytes(data[1:1 + data[0]])
 
 
+@functools.cache
+def _dummy() -> str:
+    return salted_hash("", bytes(16))
+
+
 class PapAuthenticator(AuthRole):
     """We check the peer's password: its request carries it, our Ack or Nak answers."""
 
@@ -93,6 +99,7 @@ class PapAuthenticator(AuthRole):
         """'' when the password is right, else why not."""
         secret = self._credentials(self.user)
         if secret is None:
+            check_salted(request.password, _dummy())  # as long as for a user with a salted hash
             return "unknown user"
         ok = secret.check_password(request.password)
         if ok is None:

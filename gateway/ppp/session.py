@@ -65,6 +65,20 @@ AddressFor = Callable[[str], str | None]
 _TAGS = {PROTO_LCP: "lcp", PROTO_PAP: "pap", PROTO_CHAP: "chap", PROTO_IPCP: "ipcp"}
 
 
+def public_reason(reason: str, by_shell: bool = False) -> str:
+    """What our Terminate-Request tells the peer (pppd's wording).  Never our own reason:
+    it would tell a client whether a user exists ("unknown user" or "bad password")."""
+    if by_shell:
+        return "User request"
+    if reason.startswith("authentication failed"):
+        return "Authentication failed"
+    if reason.startswith("peer does not answer"):
+        return "Peer not responding"
+    if reason.startswith("no address available"):
+        return "No address available"
+    return "Link terminated"
+
+
 class Phase(StrEnum):
     """RFC 1661 3.2-3.7."""
 
@@ -124,6 +138,7 @@ class PppSession:
         self._outcome_seen: AuthOutcome | None = None
         self._pending_close: str | None = None
         self._noted_rejects: set[int] = set()
+        self._by_shell = False
 
     # == the shell's interface ===================================================================
     def start(self, now: float) -> None:
@@ -205,6 +220,7 @@ class PppSession:
             self.reason = reason
             self._finish(reason)
             return
+        self._by_shell = self.reason is None
         self._close(now, reason)
         self._settle(now)
 
@@ -431,7 +447,7 @@ class PppSession:
         self.phase = Phase.TERMINATE
         self.auth = None
         self.note("closing the link", "info", reason=self.reason)
-        self.lcp.close(now, self.reason)
+        self.lcp.close(now, public_reason(self.reason, self._by_shell))
         if self.lcp.automaton.state in (State.INITIAL, State.CLOSED, State.STOPPED):
             self._finish(self.reason)
 

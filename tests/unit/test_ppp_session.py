@@ -96,6 +96,27 @@ def test_unknown_user(method: str) -> None:
     assert of(AuthFailed, wire.a_events) == [AuthFailed("mallory", method, "unknown user")]
 
 
+@pytest.mark.parametrize("method", ["pap", "chap-md5", "mschapv2"])
+def test_the_peer_cannot_tell_unknown_users_from_bad_passwords(method: str) -> None:
+    def what_the_client_sees(user: str, password: str) -> list[tuple[int, int, bytes]]:
+        wire = connect(method, user, password=password)
+        wire.run(60.0, stop=lambda: wire.a.finished and wire.b.finished)
+        seen = []
+        for frame in wire.frames("a>b"):
+            decoded = decode_frame(frame)
+            packet = decode_control(decoded.payload)
+            data = packet.data
+            if decoded.protocol == PROTO_CHAP and packet.code == 4 and method == "mschapv2":
+                data = data[:12] + data[44:]  # the C= challenge differs by nature
+            if decoded.protocol == PROTO_CHAP and packet.code == 1:
+                data = b""  # so does our challenge
+            seen.append((decoded.protocol, packet.code, data))
+        return seen
+
+    assert what_the_client_sees("mallory", "whatever") == what_the_client_sees("alice", "wrong")
+    assert (PROTO_LCP, 5, b"Authentication failed") in what_the_client_sees("mallory", "whatever")
+
+
 def test_chap_md5_needs_the_clear_password() -> None:
     wire = connect("chap-md5", "bob")
     wire.run(60.0, stop=lambda: wire.a.finished)
@@ -163,7 +184,7 @@ def test_server_closes() -> None:
     wire.a.close(wire.now, "administratively closed")
     wire.run(wire.now + 10.0, stop=lambda: wire.a.finished and wire.b.finished)
     assert of(LinkDown, wire.a_events) == [LinkDown("administratively closed")]
-    assert of(LinkDown, wire.b_events) == [LinkDown("peer terminated the link: administratively closed")]
+    assert of(LinkDown, wire.b_events) == [LinkDown("peer terminated the link: User request")]
     assert wire.a.get_timer() is None and wire.b.get_timer() is None
     assert not wire.a.send_ip(PING) and wire.a.drops["ip_not_ready"] == 1
 
