@@ -22,7 +22,16 @@ from collections.abc import Callable
 
 from gateway.ppp.automaton import ACK, REJECT, Automaton, Event, OptionHandler, Reply, State, nak
 from gateway.ppp.config import LcpConfig
-from gateway.ppp.frame import PROTO_IPCP, ControlPacket, Option, decode_control, printable
+from gateway.ppp.frame import (
+    CONF_ACK,
+    CONF_NAK,
+    CONF_REJ,
+    PROTO_IPCP,
+    ControlPacket,
+    Option,
+    decode_control,
+    printable,
+)
 from gateway.ppp.lcp import LayerOwner, finish_reason
 
 OPT_IP_ADDRESSES = 1
@@ -97,7 +106,7 @@ class Ipcp(OptionHandler):
     def receive(self, payload: bytes, now: float) -> None:
         self.now = now
         packet = decode_control(payload)
-        self._heard = True
+        self._heard = self._heard or packet.code in (CONF_ACK, CONF_NAK, CONF_REJ)  # an answer to us
         self.automaton.receive(packet, now)
 
     def deadline(self) -> float | None:
@@ -190,7 +199,8 @@ class Ipcp(OptionHandler):
 
     # -- this layer ---------------------------------------------------------------------------------
     def terminate_requested(self, packet: ControlPacket) -> None:
-        if not self.peer_terminated:
+        # only in Opened does it end the layer (RFC 1661 4.1: tld,zrc,sta/5)
+        if not self.peer_terminated and self.automaton.state is State.OPENED:
             text = printable(packet.data)
             self.peer_terminated = "IPCP: peer closed it" + (f": {text}" if text else "")
 

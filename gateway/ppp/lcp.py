@@ -27,6 +27,9 @@ from typing import Protocol
 from gateway.ppp.automaton import ACK, REJECT, Automaton, Event, OptionHandler, Reply, State, nak
 from gateway.ppp.config import LcpConfig
 from gateway.ppp.frame import (
+    CONF_ACK,
+    CONF_NAK,
+    CONF_REJ,
     DISCARD_REQ,
     ECHO_REP,
     ECHO_REQ,
@@ -215,7 +218,7 @@ class Lcp(OptionHandler):
     def receive(self, payload: bytes, now: float) -> None:
         self.now = now
         packet = decode_control(payload)
-        self._heard = True
+        self._heard = self._heard or packet.code in (CONF_ACK, CONF_NAK, CONF_REJ)  # an answer to us
         self.automaton.receive(packet, now)
 
     def deadline(self) -> float | None:
@@ -412,7 +415,8 @@ class Lcp(OptionHandler):
             self.owner.note("lcp peer rejects echo requests: keepalive off", "info")
 
     def terminate_requested(self, packet: ControlPacket) -> None:
-        if not self.peer_terminated:
+        # only in Opened does it end the layer (RFC 1661 4.1: tld,zrc,sta/5)
+        if not self.peer_terminated and self.automaton.state is State.OPENED:
             text = printable(packet.data)
             self.peer_terminated = "peer terminated the link" + (f": {text}" if text else "")
 

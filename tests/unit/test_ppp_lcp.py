@@ -356,3 +356,16 @@ def test_both_ends_of_ours_agree_on_compression_when_asked() -> None:
     wire.b.receive(frames[0], wire.now)
     assert of(AuthSucceeded, wire.b_events)[0].user == "bob"
     assert PASSWORDS["bob"] not in repr(wire.b_events)
+
+
+def test_terminate_request_during_negotiation_is_not_the_reason_later() -> None:
+    server = server_session()
+    server.start(0.0)
+    sent(server)
+    server.receive(packet(LCP, 5, 1, b"early"), 0.1)  # Req-Sent: sta/6, negotiation goes on
+    assert sent(server) == [(LCP, 6, 1, b"")]
+    while not server.finished:
+        timer = server.get_timer()
+        assert timer is not None
+        server.handle_timer(timer)
+    assert of(LinkDown, events(server))[0].reason == "LCP: no answer to Configure-Request"
