@@ -398,14 +398,15 @@ class Lcp(OptionHandler):
 
     def serve(self, packet: ControlPacket) -> None:
         magic = int.from_bytes(packet.data[:4], "big")
-        if packet.code in (ECHO_REQ, ECHO_REP) and magic and magic == self.ours.magic:
-            self.loopbacks += 1
-            self.owner.note("lcp echo carries our own magic number: link looped back?", "warning")
-            return
         if packet.code == ECHO_REQ:
+            if magic and magic == self.ours.magic:  # our own request came back (RFC 1661 5.8)
+                self.loopbacks += 1
+                self.owner.note("lcp echo request carries our own magic number: link looped back?", "warning")
+                return
             data = self.ours.magic.to_bytes(4, "big") + packet.data[4:]
             self.send(ControlPacket(ECHO_REP, packet.identifier, data[:self.theirs.mru - 4]))
         elif packet.code == ECHO_REP:
+            # any reply proves life, even one that copies our magic back (SoftEther clones the data)
             self._echo_pending = 0
 
     def code_rejected(self, code: int) -> None:

@@ -369,3 +369,16 @@ def test_terminate_request_during_negotiation_is_not_the_reason_later() -> None:
         assert timer is not None
         server.handle_timer(timer)
     assert of(LinkDown, events(server))[0].reason == "LCP: no answer to Configure-Request"
+
+
+def test_an_echo_reply_copying_our_magic_still_counts() -> None:
+    server, magic = opened_server(echo_interval=10.0, echo_failures=1, echo_adaptive=False)
+    ours = magic.to_bytes(4, "big")
+    for t in (10.2, 20.4):  # one failure allowed: an uncounted reply would end it at the second
+        server.handle_timer(t)
+        [(code, ident, data)] = lcp_codes(server)
+        assert code == 9 and data[:4] == ours
+        server.receive(packet(LCP, 10, ident, data), t + 0.5)  # SoftEther answers with a clone
+    assert not server.finished and server.reason is None
+    server.receive(packet(LCP, 9, 99, ours + b"x"), 21.0)  # our own request back: a loop, no answer
+    assert lcp_codes(server) == [] and server.lcp.loopbacks == 1
