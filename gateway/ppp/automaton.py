@@ -415,8 +415,8 @@ class Automaton:
                 self.handler.code_rejected(rejected)
                 self._fire(Event.RXJ_PLUS, now, packet)
         else:
-            event = self.handler.extension(packet, self.opened)
-            self._fire(event or Event.RUC, now, packet)
+            extra = self.handler.extension(packet, self.opened)
+            self._fire(extra or Event.RUC, now, packet)
 
     def _judge(self, packet: ControlPacket, options: list[Option]) -> ControlPacket:
         """The reply to a Configure-Request (RFC 1661 5.2-5.4, Max-Failure of 4.6)."""

@@ -248,10 +248,12 @@ class Lcp(OptionHandler):
 
     # -- our request ------------------------------------------------------------------------------
     def _new_magic(self) -> int:
-        while True:
+        """A fresh, non-zero Magic-Number unlike the last (RFC 1661 6.4)."""
+        for _ in range(8):
             magic = int.from_bytes(self._random(4), "big")
             if magic and magic != self.want.magic:
                 return magic
+        return (self.want.magic * 1103515245 + 12345) & 0xFFFFFFFF or 1  # a random source stuck on a value
 
     def reset_request(self) -> None:
         self.want = LcpValues(mru=self.config.mru, magic=0,

@@ -184,3 +184,18 @@ def test_events_name_no_secret() -> None:
     for e in wire.a_events + wire.b_events:
         assert "alice-pw" not in repr(e)
         assert isinstance(e, AuthSucceeded | LinkUp | Note | IpPacket | AuthFailed | LinkDown)
+
+
+def test_a_stuck_random_source_does_not_hang_a_session() -> None:
+    zeros = lambda n: bytes(n)  # noqa: E731
+    wire = Wire(PppSession("server", server_config(), zeros, 0.0, credentials=USERS.get, address_for=Pool()),
+                PppSession("client", client_config(), zeros, 0.0))
+    wire.start()
+    wire.run(120.0, stop=lambda: wire.up() or (wire.a.finished and wire.b.finished))
+    # identical magic numbers on both ends look exactly like a loop (RFC 1661 6.4): it ends, it does not hang
+    assert wire.a.reason == wire.b.reason == "link is looped back (our own Magic-Number comes back)"
+    assert wire.a.finished and wire.b.finished
+
+
+def test_configs_never_show_the_password() -> None:
+    assert "alice-pw" not in repr(client_config("alice")) + str(client_config("alice"))
