@@ -229,8 +229,10 @@ class PppSession:
         self._now = now
         if self.finished:
             return
+        if self.reason is None:
+            self.reason = reason
         self.lcp.down(now)
-        self._finish(self.reason or reason)
+        self._finish(self.reason)
 
     # -- what the shell may read -------------------------------------------------------------------
     @property
@@ -270,17 +272,21 @@ class PppSession:
 
     def layer_down(self, protocol: int) -> None:
         if protocol == PROTO_LCP:
-            self.auth = None
             if self.ipcp is not None:
                 self.ipcp.down(self._now)
                 self.ipcp = None
             if self.phase is Phase.TERMINATE:
+                self.auth = None
                 return
             if self.lcp.automaton.state in (State.REQ_SENT, State.ACK_SENT):  # renegotiation (4.1)
+                self.auth = None  # authenticate again once LCP is open
                 if self.user is not None or self.phase is Phase.NETWORK:
                     self.give_up("peer renegotiated LCP after authentication")
-                self.phase = Phase.ESTABLISH  # before that: authenticate again once LCP is open
+                self.phase = Phase.ESTABLISH
             else:  # Stopping: the peer's Terminate-Request or rejection; Starting: lower layer down
+                peer_ended = bool(self.lcp.peer_terminated)
+                self._abandon_auth("peer terminated the link during authentication" if peer_ended
+                                   else f"authentication not finished: {self.reason or 'link down'}")
                 self.phase = Phase.TERMINATE
         elif protocol == PROTO_IPCP:
             self.note("ipcp down", "info")
@@ -445,15 +451,23 @@ class PppSession:
         if self.reason is None:
             self.reason = reason
         self.phase = Phase.TERMINATE
-        self.auth = None
+        self._abandon_auth(f"authentication not finished: {self.reason}")
         self.note("closing the link", "info", reason=self.reason)
         self.lcp.close(now, public_reason(self.reason, self._by_shell))
         if self.lcp.automaton.state in (State.INITIAL, State.CLOSED, State.STOPPED):
             self._finish(self.reason)
 
+    def _abandon_auth(self, reason: str) -> None:
+        """The authentication phase ends without a verdict: a failure too (SoftEther refuses a
+        PAP password with an LCP Terminate-Request, not a PAP Nak)."""
+        auth, self.auth = self.auth, None
+        if auth is not None and auth.outcome is None:
+            self._events.append(AuthFailed(auth.user, auth.method, reason))
+
     def _finish(self, reason: str) -> None:
         if self.finished:
             return
+        self._abandon_auth(f"authentication not finished: {reason}")
         self.finished = True
         self.phase = Phase.DEAD
         self.auth = None

@@ -20,7 +20,7 @@ from test_ppp_harness import (
     server_session,
 )
 
-from gateway.ppp import LcpConfig, LinkDown, PppSession
+from gateway.ppp import AuthFailed, LcpConfig, LinkDown, PppSession
 from gateway.ppp.events import AuthSucceeded, Note
 
 LCP, PAP, CHAP, IPCP, CCP, IPV6CP = 0xC021, 0xC023, 0xC223, 0x8021, 0x80FD, 0x8057
@@ -382,3 +382,28 @@ def test_an_echo_reply_copying_our_magic_still_counts() -> None:
     assert not server.finished and server.reason is None
     server.receive(packet(LCP, 9, 99, ours + b"x"), 21.0)  # our own request back: a loop, no answer
     assert lcp_codes(server) == [] and server.lcp.loopbacks == 1
+
+
+def test_softether_refusing_a_pap_password_with_terminate_is_an_auth_failure() -> None:
+    client = client_session(client_config("alice", password="wrong", methods=("pap",)))
+    our_id, data = softether_server_to(client)
+    client.receive(packet(LCP, 1, 1, AUTH_PAP), 0.1)
+    client.receive(packet(LCP, 2, our_id, data), 0.1)
+    [(_, _, _, _), (proto, code, _, _)] = sent(client)
+    assert (proto, code) == (PAP, 1)
+    client.receive(packet(LCP, 5, 2, b""), 0.2)  # SoftEther's answer to a wrong PAP password
+    assert sent(client) == [(LCP, 6, 2, b"")]
+    client.handle_timer(3.2)
+    evs = events(client)
+    refused = AuthFailed("alice", "pap", "peer terminated the link during authentication")
+    assert of(AuthFailed, evs) == [refused]
+    assert of(LinkDown, evs) == [LinkDown("peer terminated the link")]
+
+
+def test_a_client_hanging_up_during_authentication() -> None:
+    server, _ = opened_server()
+    server.lower_down(1.0, "L2TP session closed by the peer")
+    evs = events(server)
+    assert of(AuthFailed, evs) == [AuthFailed("", "mschapv2", "authentication not finished: "
+                                              "L2TP session closed by the peer")]
+    assert of(LinkDown, evs) == [LinkDown("L2TP session closed by the peer")]
