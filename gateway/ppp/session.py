@@ -28,6 +28,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 from gateway.ppp.auth import AuthOutcome, AuthRole, AuthTiming, Credentials
 from gateway.ppp.automaton import State
@@ -239,6 +240,22 @@ class PppSession:
     def last_activity(self) -> float:
         """When a well-formed frame last arrived (the session's creation before any)."""
         return self.last_rx if self.last_rx is not None else self.created
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """A snapshot for status output (JSON-friendly, no secrets)."""
+        up = self.link_up
+        return {
+            "role": self.role, "phase": self.phase.value, "user": self.user, "method": self.method,
+            "lcp": self.lcp.automaton.state.name.lower(),
+            "ipcp": self.ipcp.automaton.state.name.lower() if self.ipcp is not None else None,
+            "local_address": up.local_address if up else None,
+            "peer_address": up.peer_address if up else None,
+            "dns": list(up.dns) if up else [], "mru": self.mru, "mtu": self.mtu,
+            "ours": self.lcp.ours.describe(), "theirs": self.lcp.theirs.describe(),
+            "age": round(now - self.created, 1),
+            "idle": round(now - self.last_activity, 1),
+            "reason": self.reason, "drops": dict(self.drops),
+        }
 
     @property
     def mru(self) -> int:

@@ -286,3 +286,16 @@ def test_activity_times() -> None:
 
 def test_users_table_is_what_we_think() -> None:
     assert set(USERS) >= {"alice", "bob", "carol"}
+
+
+def test_describe_for_status_output() -> None:
+    import json
+
+    wire = connect("mschapv2", "bob")
+    info = wire.a.describe(wire.now + 5.0)
+    assert json.loads(json.dumps(info)) == info
+    assert info["phase"] == "network" and info["user"] == "bob" and info["method"] == "mschapv2"
+    assert (info["lcp"], info["ipcp"]) == ("opened", "opened")
+    assert (info["local_address"], info["peer_address"], info["dns"]) == (GATEWAY, POOL_FIRST, list(DNS))
+    assert info["idle"] == 5.0 and "auth=mschapv2" in info["ours"]
+    assert PASSWORDS["bob"] not in json.dumps(info)
