@@ -440,7 +440,7 @@ class Automaton:
         self._now = now
         cell = TABLE[self.state].get(event)
         if cell is None:
-            self.handler.drop(f"{event.value}_in_{self.state.name.lower()}")
+            self.handler.drop(f"{event.name.lower()}_in_{self.state.name.lower()}")  # rcr_plus_in_initial
             return
         actions, new = cell
         old = self.state

@@ -126,7 +126,7 @@ class PppSession:
         #: why the link is ending, once it is
         self.reason: str | None = None
         self.created = now
-        #: when the last well-formed frame / IPv4 packet arrived, and the last IPv4 packet left
+        #: when the last frame (any that decodes) / IPv4 packet arrived, and the last IPv4 packet left
         self.last_rx: float | None = None
         self.last_ip_rx: float | None = None
         self.last_ip_tx: float | None = None
@@ -238,7 +238,7 @@ class PppSession:
     # -- what the shell may read -------------------------------------------------------------------
     @property
     def last_activity(self) -> float:
-        """When a well-formed frame last arrived (the session's creation before any)."""
+        """When a frame last arrived (the session's creation before any): for idle timeouts."""
         return self.last_rx if self.last_rx is not None else self.created
 
     def describe(self, now: float) -> dict[str, Any]:
