@@ -140,6 +140,27 @@ def cmd_sas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sessions(args: argparse.Namespace) -> int:
+    result = _request(args, "sessions")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    sessions = result["sessions"]
+    if not sessions:
+        print("no L2TP/PPP sessions")
+    for s in sessions:
+        print(f"{s['user'] or '?':<20} {s['address'] or '-':<15} {s['connection']} ({s['role']}) "
+              f"peer {s['peer']} {s['state']} {s['uptime']} s, "
+              f"in {s['packets_in']} pkts/{s['bytes_in']} B, out {s['packets_out']} pkts/{s['bytes_out']} B")
+    return 0
+
+
+def cmd_kick(args: argparse.Namespace) -> int:
+    result = _request(args, "kick", user=args.user)
+    print(f"closing {result['sessions']} session(s) of {result['user']}")
+    return 0 if result["sessions"] else 1
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     result = _request(args, "up", name=args.name)
     print(f"initiating {result['initiated']}")
@@ -190,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     for name, func, text in (("status", cmd_status, "show the running gateway"),
-                             ("sas", cmd_sas, "list security associations")):
+                             ("sas", cmd_sas, "list security associations"),
+                             ("sessions", cmd_sessions, "list L2TP/PPP sessions")):
         p = sub.add_parser(name, help=text)
         p.add_argument("-s", "--socket", help="control socket of the daemon")
         p.add_argument("-c", "--config", help="take the control socket from this config")
@@ -207,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "rekey":
             p.add_argument("--ike", action="store_true", help="rekey the IKE SA instead")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("kick", help="end a dial-in user's L2TP/PPP sessions")
+    p.add_argument("user")
+    p.add_argument("-s", "--socket", help="control socket of the daemon")
+    p.add_argument("-c", "--config", help="take the control socket from this config")
+    p.set_defaults(func=cmd_kick)
 
     p = sub.add_parser("keygen", help="print random keys for a manually keyed SA")
     p.add_argument("algorithm", help="e.g. aes128gcm16, aes256-sha256")

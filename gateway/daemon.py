@@ -21,6 +21,7 @@ from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
 from gateway.dataplane.sa import Mode
+from gateway.dialup.service import DialupService
 from gateway.ike.endpoints import IkeEndpoints
 from gateway.ike.events import (
     AuthFailed,
@@ -78,6 +79,15 @@ class Gateway:
         self.backend: Any = None
         self.ike: IkeEndpoints | None = None
         self.ike_tunnels = TunnelTable(self.engine, cfg.dataplane.replay_window)
+        self.pools = fromconfig.pools(cfg)
+        self.dialup: DialupService | None = None
+        if any(c.l2tp is not None for c in cfg.connections.values()):
+            self.dialup = DialupService(cfg, self.engine, self.ike_tunnels, self.pools, os.urandom)
+            self.dialup.wake = self._dialup_wake
+            self.engine.l2tp_handler = self._l2tp_datagram
+        self._dialup_pending = False
+        self._dialup_task: asyncio.Task[None] | None = None
+        self._dialup_timer = asyncio.Event()
         self.ike_stats: dict[str, int] = {}
         self._ike_wake = asyncio.Event()
         self._ike_task: asyncio.Task[None] | None = None
@@ -89,6 +99,8 @@ class Gateway:
             "up": self._control_up,
             "down": self._control_down,
             "rekey": self._control_rekey,
+            "sessions": self._control_sessions,
+            "kick": self._control_kick,
         })
         self._stop = asyncio.Event()
         self._last_drops: dict[str, int] = {}
@@ -159,7 +171,7 @@ class Gateway:
         address = str(cfg.gateway.public_address)
         timing = fromconfig.timing(cfg, epoch)
         v2 = IkeV2Endpoint(address, [p for p in peers if p.version == 2], timing=timing,
-                           cookie_threshold=cfg.ike.cookie_threshold, pools=fromconfig.pools(cfg))
+                           cookie_threshold=cfg.ike.cookie_threshold, pools=self.pools)
         v1 = IkeV1Endpoint(address, [p for p in peers if p.version == 1], timing=timing)
         self.ike = IkeEndpoints(v2, v1)
         now = time.monotonic()
@@ -171,6 +183,9 @@ class Gateway:
             if cfg.connections[peer.name].ike.start == "start":
                 self.ike.initiate(peer.name, now)
         self._ike_task = asyncio.get_running_loop().create_task(self._ike_timers())
+        if self.dialup is not None:
+            self._dialup_task = asyncio.get_running_loop().create_task(self._dialup_timers())
+            self._dialup_flush()
         self._ike_flush()
 
     async def _ike_timers(self) -> None:
@@ -218,13 +233,21 @@ class Gateway:
                   encap=f"udp:{ev.encap_remote_port}" if ev.encap_remote_port else "none",
                   local_ts=",".join(map(str, ev.local_ts)), remote_ts=",".join(map(str, ev.remote_ts)),
                   rekey_of=f"0x{ev.rekey_of:08x}" if ev.rekey_of else None)
-            if new_routes:
+            if new_routes and not (self.dialup is not None and ev.connection in self._l2tp_connections()):
                 self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, tunnel.remote_nets))
+            if self.dialup is not None:
+                self.dialup.ipsec_up(ev.tunnel or ev.connection, ev.connection, time.monotonic())
+                self._dialup_flush()
         elif isinstance(ev, ChildSaActivate):
             self.ike_tunnels.activate(ev.tunnel or ev.connection, ev.spi_in)
         elif isinstance(ev, ChildSaDown):
             self.ike_tunnels.down(ev)
             self._child_seen.pop(ev.spi_in, None)
+            key = ev.tunnel or ev.connection
+            remaining = self.ike_tunnels.tunnels.get(key)
+            if self.dialup is not None and (remaining is None or not remaining.pairs):
+                self.dialup.ipsec_down(key, time.monotonic())
+                self._dialup_flush()
             event(log, "child.down", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
                   spi_out=f"0x{ev.spi_out:08x}", reason=ev.reason)
         elif isinstance(ev, IkeSaUp):
@@ -253,6 +276,77 @@ class Gateway:
         elif isinstance(ev, Note):
             level = getattr(logging, ev.level.upper(), logging.INFO)
             event(log, ev.what, level, **dict(ev.fields))
+
+    # -- L2TP/PPP ---------------------------------------------------------------------------
+    def _l2tp_connections(self) -> set[str]:
+        return {n for n, c in self.config.connections.items() if c.l2tp is not None}
+
+    def _l2tp_datagram(self, tunnel: str, peer: tuple[str, int], data: bytes) -> None:
+        """From the dataplane: L2TP that came out of an ESP transport SA."""
+        assert self.dialup is not None
+        try:
+            self.dialup.receive(tunnel, peer, data, time.monotonic())
+        except Exception:  # a bug must not take the dataplane down with it
+            log.exception("dialup.internal_error tunnel=%s", tunnel)
+            self._count_ike("dialup_internal_error")
+        self._dialup_wake()
+
+    def _dialup_wake(self) -> None:
+        if not self._dialup_pending:
+            self._dialup_pending = True
+            asyncio.get_running_loop().call_soon(self._dialup_flush)
+
+    def _dialup_flush(self) -> None:
+        """Send what the dial-up service made, hand PPP's packets to the kernel, apply its
+        host changes and log its lines."""
+        self._dialup_pending = False
+        d = self.dialup
+        if d is None or self.backend is None:
+            return
+        while d.transmits:
+            self.backend.transmit(d.transmits.pop(0))
+        while d.to_tun:
+            self.backend.write_tun(d.to_tun.pop(0))
+        while d.host_changes:
+            c = d.host_changes.pop(0)
+            self._spawn(self.backend.link_change(c.op, c.network, c.source))
+        while d.log:
+            line = d.log.pop(0)
+            event(log, line.what, getattr(logging, line.level.upper(), logging.INFO), **dict(line.fields))
+        self._dialup_timer.set()
+
+    async def _dialup_timers(self) -> None:
+        d = self.dialup
+        assert d is not None
+        while True:
+            deadline = d.get_timer()
+            now = time.monotonic()
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
+            self._dialup_timer.clear()
+            try:
+                await asyncio.wait_for(self._dialup_timer.wait(), wait)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            deadline = d.get_timer()
+            if deadline is not None and now >= deadline:
+                try:
+                    d.handle_timer(now)
+                except Exception:
+                    log.exception("dialup.internal_error in timers")
+                    self._count_ike("dialup_internal_error")
+                self._dialup_flush()
+
+    def _control_sessions(self, req: dict[str, Any]) -> Any:
+        return {"sessions": self.dialup.describe(time.monotonic()) if self.dialup is not None else []}
+
+    def _control_kick(self, req: dict[str, Any]) -> Any:
+        user = req.get("user")
+        if not isinstance(user, str) or not user:
+            raise ValueError("kick needs a user")
+        count = self.dialup.kick(user, time.monotonic()) if self.dialup is not None else 0
+        self._dialup_flush()
+        return {"user": user, "sessions": count}
 
     def _acquire(self, name: str) -> None:
         """Traffic waits on a connection without SAs: with DPD action "hold" it comes back
@@ -372,6 +466,11 @@ class Gateway:
 
     async def shutdown(self) -> None:
         sd_notify("STOPPING=1")
+        if self.dialup is not None and self.backend is not None and self.backend.sockets is not None:
+            self.dialup.close_all(time.monotonic())  # StopCCN to every L2TP peer, best effort
+            self._dialup_flush()
+        if self._dialup_task is not None:
+            self._dialup_task.cancel()
         if self.ike is not None and self.backend is not None and self.backend.sockets is not None:
             now = time.monotonic()
             for name in list(self.ike.configs):

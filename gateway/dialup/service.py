@@ -116,12 +116,19 @@ class PppLink:
         s.packets_out += 1
         s.bytes_out += len(packet)
         s.last_activity = self.service.now
-        queue = self.service.transmits
+        service = self.service
+        queue, wake = service.transmits, service.wake
         before = len(queue)
-        self.service._session_output(s)
+        service.wake = None  # the packet goes back to the dataplane: no flush needed for it
+        try:
+            service._session_output(s)
+        finally:
+            service.wake = wake
         if len(queue) == before:
             return None
-        first = queue.pop(before)  # the rest (rare: control messages) the daemon sends after
+        first = queue.pop(before)
+        if len(queue) > before and wake is not None:
+            wake()  # the rest (rare: control messages) the daemon sends after
         return first
 
 
@@ -170,6 +177,8 @@ class DialupService:
         self.to_tun: list[bytes] = []
         self.host_changes: list[HostChange] = []
         self.log: list[LogLine] = []
+        #: called when there is output to send (the daemon schedules a flush)
+        self.wake: Callable[[], None] | None = None
         for name, conn in config.connections.items():
             l2tp = conn.l2tp
             if isinstance(l2tp, L2tpServer):
@@ -286,6 +295,8 @@ class DialupService:
         out = self.engine.send_transport(sa, ip.PROTO_UDP, segment)
         if out is not None:
             self.transmits.append(out)
+            if self.wake is not None:
+                self.wake()
 
     def _l2tp_event(self, p: _L2tpPeer, ev: object, now: float) -> None:
         if isinstance(ev, FrameReceived):

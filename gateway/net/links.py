@@ -76,6 +76,22 @@ class Links:
             kwargs["prefsrc"] = source
         self.ipr.route("replace", **kwargs)
 
+    def route_remove(self, idx: int, dst: ipaddress.IPv4Network) -> None:
+        try:
+            self.ipr.route("del", dst=str(dst), oif=idx)
+        except NetlinkError as exc:
+            if exc.code not in (3, 2):  # ESRCH / ENOENT: gone already
+                raise
+
+    def address_on(self, idx: int, address: ipaddress.IPv4Network, *, add: bool) -> None:
+        """Our address on a point-to-point link, put on the TUN (as pppd puts it on ppp0)."""
+        try:
+            self.ipr.addr("add" if add else "del", index=idx, address=str(address.network_address),
+                          prefixlen=address.prefixlen)
+        except NetlinkError as exc:
+            if exc.code not in (17, 99, 2):  # EEXIST / EADDRNOTAVAIL / ENOENT
+                raise
+
     def rule_unmarked_to_table(self, mark: int, table: int, priority: int = 1000) -> None:
         """`ip rule add not fwmark MARK lookup TABLE`: the gateway's own sockets are exempt."""
         rule = {"table": table, "priority": priority, "fwmark": mark, "fwmask": 0xFFFFFFFF,

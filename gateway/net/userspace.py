@@ -110,6 +110,45 @@ class UserspaceBackend:
                 await self._nl(links.route_into, self.tun_index, net, table=self.table,
                                source=self.public_address)
 
+    # -- PPP links (L2TP/IPsec) ------------------------------------------------------------
+    def transmit(self, result: tuple[int, bytes, tuple[str, int]]) -> None:
+        """Send what the engine made (ESP-protected L2TP from the dial-up service)."""
+        assert self.sockets is not None
+        kind, data, address = result
+        try:
+            if kind == SEND_UDP:
+                self.sockets.natt.sendto(data, address)
+            elif kind == SEND_ESP:
+                self.sockets.esp.sendto(data, address)
+            else:
+                self.sockets.hdrincl.sendto(data, address)
+        except OSError:
+            self.engine.drops.count(DropReason.SEND_FAILED)
+
+    def write_tun(self, packet: bytes) -> None:
+        """Hand a packet that came out of a PPP link to the kernel."""
+        assert self.tun is not None
+        try:
+            os.write(self.tun.fd, packet)
+        except OSError:
+            self.tun_write_errors += 1
+
+    async def link_change(self, op: str, network: ipaddress.IPv4Network,
+                          source: ipaddress.IPv4Address | None = None) -> None:
+        """Addresses and routes of PPP links on the TUN (ours on a link; a dial-in pool; a
+        LAC's remote subnets), so the kernel sends their traffic into the dataplane."""
+        links = self.links
+        assert links is not None
+        if op == "address_add":
+            await self._nl(links.address_on, self.tun_index, network, add=True)
+        elif op == "address_del":
+            await self._nl(links.address_on, self.tun_index, network, add=False)
+        elif op == "route_add":
+            await self._nl(links.route_into, self.tun_index, network,
+                           source=str(source) if source is not None else None)
+        elif op == "route_del":
+            await self._nl(links.route_remove, self.tun_index, network)
+
     # -- IKE ------------------------------------------------------------------------------
     def send_ike(self, data: bytes, local_port: int, remote: tuple[str, int]) -> None:
         """Send an IKE message from port 500, or from 4500 behind the non-ESP marker
