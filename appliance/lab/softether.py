@@ -58,7 +58,6 @@ Quirks of this build (see also /work/shared/PEERS.md):
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -71,7 +70,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from appliance.lab.topology import LabError, Site, Topology
+from appliance.lab.topology import LabError, Site, Topology, signal_group
 
 VPNSERVER = "/usr/libexec/softether/vpnserver/vpnserver"
 VPNCMD = "/usr/libexec/softether/vpncmd/vpncmd"
@@ -175,13 +174,6 @@ def _sockets(pid: int, proto: str) -> set[tuple[str, int, int]]:
         dotted = ".".join(str(b) for b in reversed(bytes.fromhex(addr)))
         found.add((dotted, int(port, 16), int(fields[3], 16)))
     return found
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -549,7 +541,7 @@ declare root
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired as exc:

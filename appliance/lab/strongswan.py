@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from appliance.lab.topology import LabError, Site, Topology
+from appliance.lab.topology import LabError, Site, Topology, signal_group
 
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
@@ -119,13 +119,6 @@ class PeerSettings:
     extra_charon: str = ""
     plugins: str = PLUGINS
     log_levels: dict[str, int] = field(default_factory=lambda: dict(LOG_LEVELS))
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _kv(key: str, value: object | None) -> str:
@@ -449,7 +442,7 @@ charon {{
         proc = self.proc
         if proc is None:
             return
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired as exc:
@@ -461,13 +454,13 @@ charon {{
         if proc is None:
             return
         if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
         # Anything left in the session (charon if it ignored SIGTERM, an updown script).
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired as exc:

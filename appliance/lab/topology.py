@@ -16,6 +16,8 @@ router's hq-side address) with rewritten source ports, as behind a home router.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,6 +26,14 @@ from dataclasses import dataclass, field
 
 class LabError(RuntimeError):
     """A command that sets up or inspects the lab failed."""
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a lab process's whole group (a peer daemon and what it started), if alive."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
