@@ -233,7 +233,7 @@ class Gateway:
                   encap=f"udp:{ev.encap_remote_port}" if ev.encap_remote_port else "none",
                   local_ts=",".join(map(str, ev.local_ts)), remote_ts=",".join(map(str, ev.remote_ts)),
                   rekey_of=f"0x{ev.rekey_of:08x}" if ev.rekey_of else None)
-            if new_routes and not (self.dialup is not None and ev.connection in self._l2tp_connections()):
+            if new_routes and not (self.dialup is not None and self.dialup.serves(ev.connection)):
                 self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, tunnel.remote_nets))
             if self.dialup is not None:
                 self.dialup.ipsec_up(ev.tunnel or ev.connection, ev.connection, time.monotonic())
@@ -278,9 +278,6 @@ class Gateway:
             event(log, ev.what, level, **dict(ev.fields))
 
     # -- L2TP/PPP ---------------------------------------------------------------------------
-    def _l2tp_connections(self) -> set[str]:
-        return {n for n, c in self.config.connections.items() if c.l2tp is not None}
-
     def _l2tp_datagram(self, tunnel: str, peer: tuple[str, int], data: bytes) -> None:
         """From the dataplane: L2TP that came out of an ESP transport SA."""
         assert self.dialup is not None

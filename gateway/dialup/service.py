@@ -141,7 +141,6 @@ class _Dialer:
     remote: str
     tunnel_id: int | None = None
     session: SessionKey | None = None
-    ipsec_up: bool = False
     next_dial: float | None = None
     backoff: float = 0.0
 
@@ -210,15 +209,13 @@ class DialupService:
         """The IPsec SAs of an L2TP connection are up (again): an LNS waits for its clients,
         a LAC dials."""
         self.now = now
-        if connection not in self.lns and connection not in self.dialers:
+        if not self.serves(connection):
             return
         if tunnel not in self.peers:
             self.peers[tunnel] = _L2tpPeer(tunnel, connection, self._endpoint(connection))
         dialer = self.dialers.get(connection)
-        if dialer is not None:
-            dialer.ipsec_up = True
-            if dialer.tunnel_id is None and dialer.next_dial is None:
-                self._dial(dialer, now)
+        if dialer is not None and dialer.tunnel_id is None and dialer.next_dial is None:
+            self._dial(dialer, now)
 
     def ipsec_down(self, tunnel: str, now: float) -> None:
         """The last IPsec SA of ``tunnel`` is gone: what ran inside it is gone too."""
@@ -230,7 +227,6 @@ class DialupService:
             self._session_gone(self.sessions[key], "ipsec down", now)
         dialer = self.dialers.get(p.connection)
         if dialer is not None:
-            dialer.ipsec_up = False
             dialer.tunnel_id = dialer.session = None
             dialer.next_dial = None  # dial again when IPsec is back
 
@@ -250,7 +246,7 @@ class DialupService:
     def _dial(self, dialer: _Dialer, now: float) -> None:
         p = self.peers.get(dialer.connection)
         dialer.next_dial = None
-        if p is None or not dialer.ipsec_up:
+        if p is None:  # IPsec is down: ipsec_up dials
             return
         ep = p.endpoint
         secret = dialer.config.secret.reveal() if dialer.config.secret is not None else None
@@ -332,10 +328,17 @@ class DialupService:
     def _lac_failed(self, p: _L2tpPeer, tunnel_id: int, now: float) -> None:
         dialer = self.dialers.get(p.connection)
         if dialer is not None and dialer.tunnel_id == tunnel_id and dialer.next_dial is None:
-            if dialer.session is not None and dialer.tunnel_id is not None:
-                p.endpoint.close_tunnel(dialer.tunnel_id, now)
-                self._pump(p, now)
-            self._redial_later(dialer, now)
+            self._hang_up(dialer, now)
+
+    def _hang_up(self, dialer: _Dialer, now: float) -> None:
+        """A LAC's call failed or ended: close its L2TP tunnel and dial again later. The
+        redial is set first, so the events the close brings see it and do not recurse."""
+        tunnel_id = dialer.tunnel_id
+        self._redial_later(dialer, now)
+        p = self.peers.get(dialer.connection)
+        if p is not None and tunnel_id is not None:
+            p.endpoint.close_tunnel(tunnel_id, now)
+            self._pump(p, now)
 
     # -- PPP sessions ------------------------------------------------------------------------
     def _session_up(self, p: _L2tpPeer, ev: SessionUp, now: float) -> None:
@@ -378,16 +381,12 @@ class DialupService:
                           nt_hash=u.nt_hash.reveal() if u.nt_hash is not None else None,
                           salted=u.password_hash)
 
-    def _user(self, name: str) -> User | None:
-        """The user entry; clients may write ``DOMAIN\\user`` or ``user@realm`` (Windows)."""
-        users = self.config.users
-        if name in users:
-            return users[name]
-        bare = name.rsplit("\\", 1)[-1]
-        return users.get(bare)
-
     def _user_name(self, name: str) -> str:
+        """The configured name: clients may write ``DOMAIN\\user`` (Windows)."""
         return name if name in self.config.users else name.rsplit("\\", 1)[-1]
+
+    def _user(self, name: str) -> User | None:
+        return self.config.users.get(self._user_name(name))
 
     def _address_for(self, s: DialSession, user: str) -> str | None:
         """After authentication: enforce the user's session limit, then give an address."""
@@ -532,13 +531,13 @@ class DialupService:
         self.stats["sessions_ended"] += 1
         dialer = self.dialers.get(s.connection)
         if dialer is not None and dialer.session == s.key and dialer.next_dial is None:
-            p = self.peers.get(s.tunnel)
-            if p is not None and dialer.tunnel_id is not None:
-                p.endpoint.close_tunnel(dialer.tunnel_id, now)
-                self._pump(p, now)
-            self._redial_later(dialer, now)
+            self._hang_up(dialer, now)
 
     # -- commands ----------------------------------------------------------------------------
+    def serves(self, connection: str) -> bool:
+        """Whether ``connection`` carries L2TP (its SAs need no routes: the service uses them)."""
+        return connection in self.lns or connection in self.dialers
+
     def kick(self, user: str, now: float) -> int:
         """End every session of ``user`` (LCP Terminate, then CDN)."""
         self.now = now

@@ -45,6 +45,22 @@ class EndpointBase:
     def _collect(self) -> None:
         raise NotImplementedError
 
+    def _delete_sa(self, sa: Any, now: float, reason: str) -> None:
+        """Delete one IKE/ISAKMP SA with its children, telling the peer."""
+        raise NotImplementedError
+
+    def terminate(self, name: str, now: float) -> int:
+        """Delete every IKE SA of a connection (and stop keeping it up)."""
+        self.keep_up.pop(name, None)
+        self._backoff.pop(name, None)
+        count = 0
+        for sa in list(self._sas.values()):
+            if sa.name == name and not sa.closed:
+                self._delete_sa(sa, now, "terminated by operator")
+                count += 1
+        self._collect()
+        return count
+
     # -- the Context an SA sees ---------------------------------------------------------------
     def random(self, n: int) -> bytes:
         return self._random(n)

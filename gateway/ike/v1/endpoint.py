@@ -123,16 +123,8 @@ class IkeV1Endpoint(EndpointBase):
         return any(sa.name == name and sa.state not in (State.CLOSED, State.DELETING) and not sa.replaced
                    for sa in self._sas.values())
 
-    def terminate(self, name: str, now: float) -> int:
-        self.keep_up.pop(name, None)
-        self._backoff.pop(name, None)
-        count = 0
-        for sa in list(self._sas.values()):
-            if sa.name == name and sa.state is not State.CLOSED:
-                sa.delete(now, reason="terminated by operator")
-                count += 1
-        self._collect()
-        return count
+    def _delete_sa(self, sa: IsakmpSa, now: float, reason: str) -> None:
+        sa.delete(now, reason=reason)
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> int:
         count = 0

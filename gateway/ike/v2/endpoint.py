@@ -121,17 +121,8 @@ class IkeV2Endpoint(EndpointBase):
         return any(sa.name == name and sa.state not in (State.CLOSED, State.REKEYED, State.DELETING)
                    for sa in self._sas.values())
 
-    def terminate(self, name: str, now: float) -> int:
-        """Delete every IKE SA of a connection (and stop keeping it up)."""
-        self.keep_up.pop(name, None)
-        self._backoff.pop(name, None)
-        count = 0
-        for sa in list(self._sas.values()):
-            if sa.name == name and sa.state is not State.CLOSED:
-                sa.delete_ike(now, reason="terminated by operator")
-                count += 1
-        self._collect()
-        return count
+    def _delete_sa(self, sa: IkeSa, now: float, reason: str) -> None:
+        sa.delete_ike(now, reason=reason)
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> int:
         count = 0
