@@ -37,6 +37,14 @@ OPENSSL = shutil.which("openssl")
 NOW = datetime.now(UTC)
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """The reference time is taken when each test runs, not when the module was collected:
+    certificates are issued (backdated 5 min) by fixtures that may run minutes later."""
+    global NOW
+    NOW = datetime.now(UTC)
+
+
 @dataclass
 class Lab:
     """root (RSA) -> inter (P-256) -> leaves; plus a rogue root, an impostor and a pathLen-0 root."""
@@ -127,9 +135,9 @@ def custom_leaf_builder(parent: Issued, name: str, key: ec.EllipticCurvePrivateK
 
 
 def rejected(store: TrustStore, leaf: x509.Certificate, intermediates: list[x509.Certificate],
-             now: datetime = NOW) -> CertificateRejected:
+             now: datetime | None = None) -> CertificateRejected:
     with pytest.raises(CertificateRejected) as info:
-        store.validate(leaf, intermediates, now)
+        store.validate(leaf, intermediates, now or NOW)
     return info.value
 
 
