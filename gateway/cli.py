@@ -103,6 +103,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  dataplane drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
     else:
         print("  dataplane drops: none")
+    dialup = st.get("dialup")
+    if dialup is not None:
+        print(f"  dial-up: {dialup['l2tp_tunnels']} L2TP tunnel(s), {dialup['sessions_up']} of "
+              f"{dialup['sessions']} PPP session(s) up")
+        for title, counts in (("authentication failures", dialup["auth_failures"]),
+                              ("refused", dialup["refused"]), ("dropped", dialup["drops"])):
+            if counts:
+                print(f"    {title}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
 

@@ -509,6 +509,8 @@ class Gateway:
             from appliance import edge as nft
 
             snap["edge_counters"] = nft.counters()
+        if self.dialup is not None:
+            snap["dialup"] = self.dialup.summary()
         return snap
 
     def status(self) -> dict[str, Any]:
@@ -542,6 +544,7 @@ class Gateway:
                 "failures": {k: v for k, v in sorted(self.ike_stats.items()) if ":" in k},
                 "dropped": dict(self.ike.counters) if self.ike else {},
             },
+            "dialup": self.dialup.summary() if self.dialup is not None else None,
         }
 
     def _ike_connections(self) -> list[dict[str, Any]]:

@@ -43,6 +43,29 @@ class GatewayCollector(Collector):
         for direction in ("in", "out"):
             sas.add_metric([direction], sum(1 for sa in snap["sas"] if sa["direction"] == direction))
         yield from (packets, octets, sa_drops, drops, edge, sas)
+        dialup = snap.get("dialup")
+        if dialup is not None:
+            yield from _dialup_metrics(dialup)
+
+
+def _dialup_metrics(dialup: dict[str, Any]) -> Iterator[Any]:
+    """L2TP/PPP: tunnels and sessions now, authentication failures by method, refusals, drops."""
+    yield GaugeMetricFamily("gateway_l2tp_tunnels", "L2TP control connections", value=dialup["l2tp_tunnels"])
+    sessions = GaugeMetricFamily("gateway_ppp_sessions", "L2TP/PPP sessions", labels=["state"])
+    sessions.add_metric(["up"], dialup["sessions_up"])
+    sessions.add_metric(["negotiating"], dialup["sessions"] - dialup["sessions_up"])
+    failures = CounterMetricFamily("gateway_ppp_auth_failures", "PPP authentications refused",
+                                   labels=["method"])
+    for method, count in dialup["auth_failures"].items():
+        failures.add_metric([method], count)
+    refused = CounterMetricFamily("gateway_dialup_refusals", "L2TP tunnels and calls refused",
+                                  labels=["reason"])
+    for reason, count in dialup["refused"].items():
+        refused.add_metric([reason], count)
+    drops = CounterMetricFamily("gateway_dialup_drops", "L2TP and PPP packets dropped", labels=["reason"])
+    for reason, count in dialup["drops"].items():
+        drops.add_metric([reason], count)
+    yield from (sessions, failures, refused, drops)
 
 
 def serve(address: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -608,6 +608,30 @@ class DialupService:
             "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
         } for s in self.sessions.values()]
 
+    def summary(self) -> dict[str, Any]:
+        """The dial-up block of `gateway status` and of the metrics: counts, never secrets."""
+        refused: Counter[str] = Counter()
+        drops: Counter[str] = Counter(self.drops())
+        events: dict[str, int] = {}
+        for key, value in sorted(self.stats.items()):
+            kind, _, reason = key.partition(":")
+            if kind == "refused":
+                refused[reason] += value
+            elif kind == "drop":
+                drops[reason] += value
+            else:
+                events[key] = value
+        for p in self.peers.values():
+            for reason, value in p.endpoint.refusals.items():
+                refused[f"l2tp:{reason}"] += value
+        return {
+            "l2tp_tunnels": sum(len(p.endpoint.tunnel_ids) for p in self.peers.values()),
+            "sessions": len(self.sessions),
+            "sessions_up": sum(1 for s in self.sessions.values() if s.up_at is not None),
+            "auth_failures": dict(sorted(self.auth_failures.items())),
+            "events": events, "refused": dict(sorted(refused.items())), "drops": dict(sorted(drops.items())),
+        }
+
     def drops(self) -> dict[str, int]:
         out: Counter[str] = Counter()
         for p in self.peers.values():

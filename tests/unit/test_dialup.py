@@ -191,6 +191,10 @@ def test_lac_dials_lns_and_traffic_crosses() -> None:
         ipaddress.IPv4Address(HQ_LAN_HOST).packed
     lb.send_from(lb.hq, icmp_echo(HQ_LAN_HOST, "10.9.0.2"))
     assert len(lb.branch.tun) == 1 and lb.branch.tun[0][16:20] == ipaddress.IPv4Address("10.9.0.2").packed
+    assert lb.hq.dialup.summary() | {"events": {}} == {
+        "l2tp_tunnels": 1, "sessions": 1, "sessions_up": 1, "auth_failures": {}, "events": {},
+        "refused": {}, "drops": {}}
+    assert lb.hq.dialup.summary()["events"]["auth_ok:mschapv2"] == 1
     (session,) = lb.hq.dialup.describe(lb.now)
     assert session["user"] == "branch1" and session["packets_in"] == 1 and session["packets_out"] == 1
     assert not lb.hq.engine.drops and not lb.branch.engine.drops
@@ -226,6 +230,9 @@ def test_wrong_password_is_refused_and_reported_then_redialed() -> None:
     lac_failed = log(lb.branch, "ppp.auth_failed")
     assert lac_failed and "E=691" in lac_failed[0]["reason"], lac_failed
     assert lb.hq.dialup.auth_failures["mschapv2"] >= 1
+    summary = lb.hq.dialup.summary()  # what `gateway status` and the metrics show
+    assert summary["auth_failures"]["mschapv2"] >= 1 and summary["sessions_up"] == 0
+    assert lb.branch.dialup.summary()["auth_failures"]["mschapv2"] >= 1
     assert not log(lb.branch, "ppp.up") and not lb.hq.dialup.describe(lb.now)
     assert log(lb.branch, "l2tp.redial")
     dials = lb.branch.dialup.stats["lac_dials"]
@@ -275,6 +282,7 @@ def test_idle_timeout() -> None:
 
 def test_no_secret_in_log_or_describe() -> None:
     lb = lab()
-    text = repr(lb.hq.dialup.log) + repr(lb.branch.dialup.log) + repr(lb.hq.dialup.describe(lb.now))
+    text = repr(lb.hq.dialup.log) + repr(lb.branch.dialup.log) + repr(lb.hq.dialup.describe(lb.now)) + \
+        repr(lb.hq.dialup.summary()) + repr(lb.branch.dialup.summary())
     for secret in ("branch-password", "group-key-for-l2tp", nt_hash("branch-password").hex()):
         assert secret not in text

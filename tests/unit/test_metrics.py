@@ -1,0 +1,46 @@
+"""The Prometheus exposition of a snapshot: names, labels and values (no server needed)."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from gateway.metrics import GatewayCollector
+
+SNAPSHOT = {
+    "sas": [{"name": "branch1", "direction": "in", "protocol": "esp", "spi": "0x00001001",
+             "packets": 7, "bytes": 700, "drops": 1}],
+    "drops": {"replay": 3},
+    "dialup": {"l2tp_tunnels": 2, "sessions": 3, "sessions_up": 2,
+               "auth_failures": {"mschapv2": 4}, "events": {"auth_ok:mschapv2": 2},
+               "refused": {"max_sessions": 1}, "drops": {"ppp_spoofed_source": 5}},
+}
+
+
+def exposition(snapshot: dict) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(lambda: snapshot))
+    return generate_latest(registry).decode()
+
+
+def test_sa_and_drop_metrics() -> None:
+    text = exposition(SNAPSHOT)
+    labels = 'connection="branch1",direction="in",protocol="esp",spi="0x00001001"'
+    assert f"gateway_sa_packets_total{{{labels}}} 7.0" in text
+    assert 'gateway_dataplane_drops_total{reason="replay"} 3.0' in text
+    assert 'gateway_sas{direction="in"} 1.0' in text
+
+
+def test_dialup_metrics() -> None:
+    text = exposition(SNAPSHOT)
+    assert "gateway_l2tp_tunnels 2.0" in text
+    assert 'gateway_ppp_sessions{state="up"} 2.0' in text
+    assert 'gateway_ppp_sessions{state="negotiating"} 1.0' in text
+    assert 'gateway_ppp_auth_failures_total{method="mschapv2"} 4.0' in text
+    assert 'gateway_dialup_refusals_total{reason="max_sessions"} 1.0' in text
+    assert 'gateway_dialup_drops_total{reason="ppp_spoofed_source"} 5.0' in text
+
+
+def test_no_dialup_metrics_without_dialup() -> None:
+    text = exposition({k: v for k, v in SNAPSHOT.items() if k != "dialup"})
+    assert "gateway_ppp" not in text and "gateway_l2tp" not in text
