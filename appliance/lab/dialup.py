@@ -86,20 +86,30 @@ class HomeNetwork:
             raise LabError(f"nft in {self.router_ns}: {proc.stderr.strip()}")
 
 
-def lns_config(site: Site, *, psk: str, users: dict[str, dict[str, Any]],
-               methods: tuple[str, ...] = ("mschapv2", "chap-md5", "pap"), dns: str = "10.1.0.53",
-               log_level: str = "info") -> dict[str, Any]:
-    """Our gateway at ``site`` as the LNS for dial-in users (``users``: the config's section)."""
+def lns_sections(*, psk: str, users: dict[str, dict[str, Any]],
+                 methods: tuple[str, ...] = ("mschapv2", "chap-md5", "pap"),
+                 dns: str = "10.1.0.53") -> dict[str, Any]:
+    """The config sections that make a gateway an LNS (``users``: the config's section), to
+    add to any gateway's config (the HQ of a site-to-site pair serves dial-in users too)."""
     return {
-        "gateway": {"name": site.name, "public_interface": "wan0", "public_address": site.gw_public,
-                    "lan_interfaces": ["lan0"]},
-        "logging": {"level": log_level},
         "pools": {"dialin": {"subnet": POOL, "dns": [dns]}},
         "users": users,
         "connections": {"dialin": {
             "remote": "%any", "auth": {"method": "psk", "psk": psk},
             "l2tp": {"role": "lns", "pool": "dialin", "local_address": LNS_ADDRESS, "auth": list(methods)},
         }},
+    }
+
+
+def lns_config(site: Site, *, psk: str, users: dict[str, dict[str, Any]],
+               methods: tuple[str, ...] = ("mschapv2", "chap-md5", "pap"), dns: str = "10.1.0.53",
+               log_level: str = "info") -> dict[str, Any]:
+    """Our gateway at ``site`` as the LNS for dial-in users, and nothing else."""
+    return {
+        "gateway": {"name": site.name, "public_interface": "wan0", "public_address": site.gw_public,
+                    "lan_interfaces": ["lan0"]},
+        "logging": {"level": log_level},
+        **lns_sections(psk=psk, users=users, methods=methods, dns=dns),
     }
 
 

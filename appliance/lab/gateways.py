@@ -157,7 +157,8 @@ class GatewayPair:
     def __init__(self, topology: Topology, workdir: Path, *, algorithm: str = "aes128gcm16",
                  encapsulation: str = "none", protocol: str = "esp", mode: str = "tunnel",
                  esn: bool = True, replay_window: int = 1024, edge: bool = True,
-                 log_level: str = "info", keying: str = "manual") -> None:
+                 log_level: str = "info", keying: str = "manual",
+                 hq_extra: dict[str, Any] | None = None) -> None:
         self.topology = topology
         self.workdir = Path(workdir)
         self.algorithm = algorithm
@@ -169,6 +170,8 @@ class GatewayPair:
         self.edge = edge
         self.log_level = log_level
         self.keying = keying
+        #: more config sections for hq (pools, users, connections are merged in)
+        self.hq_extra = hq_extra or {}
         self.psk = os.urandom(24).hex()
         hq, br = topology.hq, topology.branch
         self.keys = {
@@ -211,7 +214,7 @@ class GatewayPair:
         if self.mode == "tunnel":
             conn["local_subnets"] = [site.lan_subnet]
             conn["remote_subnets"] = [peer.lan_subnet]
-        return {
+        config: dict[str, Any] = {
             "gateway": {"name": name, "public_interface": "wan0", "public_address": site.gw_public,
                         "lan_interfaces": ["lan0"]},
             "dataplane": {"tun_name": "gw0"},
@@ -221,6 +224,10 @@ class GatewayPair:
             "logging": {"level": self.log_level},
             "connections": {("branch1" if name == "hq" else "hq"): conn},
         }
+        if name == "hq":
+            for key, value in self.hq_extra.items():
+                config[key] = {**config[key], **value} if key == "connections" else value
+        return config
 
     def write_configs(self) -> None:
         t = self.topology
