@@ -17,10 +17,11 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import LoadedConfig
+from gateway.config.model import ManualSa
 from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
-from gateway.dataplane.sa import Mode
+from gateway.dataplane.sa import Mode, SecurityAssociation
 from gateway.dialup.service import DialupService
 from gateway.ike.endpoints import IkeEndpoints
 from gateway.ike.events import (
@@ -37,6 +38,7 @@ from gateway.ike.events import (
 from gateway.ike.v1.endpoint import IkeV1Endpoint
 from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
+from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
 from gateway.tunnels import TunnelTable
@@ -78,7 +80,13 @@ class Gateway:
         self.tunnels: dict[str, ManualTunnel] = {}
         self.backend: Any = None
         self.ike: IkeEndpoints | None = None
-        self.ike_tunnels = TunnelTable(self.engine, cfg.dataplane.replay_window)
+        self.keylog: KeyLog | None = None
+        if cfg.logging.save_keys is not None:
+            try:
+                self.keylog = KeyLog(cfg.logging.save_keys)
+            except KeyLogError as exc:
+                raise StartupError(f"logging.save_keys: {exc}") from exc
+        self.ike_tunnels = TunnelTable(self.engine, cfg.dataplane.replay_window, self.keylog)
         self.pools = fromconfig.pools(cfg)
         self.dialup: DialupService | None = None
         if any(c.l2tp is not None for c in cfg.connections.values()):
@@ -124,6 +132,10 @@ class Gateway:
         cfg = self.config
         for warning in self.loaded.warnings:
             event(log, "config.warning", logging.WARNING, detail=str(warning))
+        if self.keylog is not None:
+            event(log, "keys.saving", logging.WARNING, dir=str(self.keylog.directory),
+                  detail="ESP keys are written to this directory: whoever reads them can decrypt "
+                         "the traffic; for debugging only")
         self.backend = self._make_backend()
         loop = asyncio.get_running_loop()
         try:
@@ -433,6 +445,7 @@ class Gateway:
         self.engine.install_policy(tunnel.policy)
         await self.backend.route(tunnel.policy.mode, tunnel.local_subnets, tunnel.remote_subnets)
         self.tunnels[tunnel.name] = tunnel
+        self._save_manual_keys(tunnel)
         for sa in (tunnel.outbound, tunnel.inbound):
             if sa.esp is not None and sa.esp.weak:
                 event(log, "sa.weak_algorithm", logging.WARNING, connection=tunnel.name,
@@ -445,6 +458,17 @@ class Gateway:
         event(log, "tunnel.up", connection=tunnel.name, keying="manual",
               local=",".join(map(str, tunnel.local_subnets)),
               remote=",".join(map(str, tunnel.remote_subnets)))
+
+    def _save_manual_keys(self, tunnel: ManualTunnel) -> None:
+        manual = self.config.connections[tunnel.name].manual
+        if self.keylog is None or manual is None or tunnel.outbound.esp is None:
+            return
+
+        def keys(sa: SecurityAssociation, spec: ManualSa) -> EspSaKeys:
+            return EspSaKeys.of(sa, spec.encryption_key.reveal() if spec.encryption_key else b"",
+                                spec.integrity_key.reveal() if spec.integrity_key else b"")
+
+        self.keylog.save_esp([keys(tunnel.outbound, manual.outbound), keys(tunnel.inbound, manual.inbound)])
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,9 @@ On a rekey the new inbound SA is installed next to the old one, and the policy s
 to the new outbound SA when the event says so (the rekey initiator, RFC 7296 2.8) or
 when the old pair is deleted (the responder): no packet is sent on an SA the peer cannot
 yet decrypt, and none arrives on an SA we removed.
+
+With a key log (``logging.save_keys``) every pair's keys are also saved for Wireshark as
+the pair is installed (`gateway.keylog`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from gateway.dataplane.selectors import SelectorPair, TrafficSelector
 from gateway.dataplane.spd import Policy
 from gateway.ike.events import ChildSaDown, ChildSaUp
 from gateway.ike.trafficselectors import TsRange
+from gateway.keylog import EspSaKeys, KeyLog
 
 
 def _networks(ts: TsRange) -> list[ipaddress.IPv4Network]:
@@ -82,14 +86,19 @@ def build_pair(ev: ChildSaUp, replay_window: int) -> ChildPair:
 class TunnelTable:
     """All IKE-keyed connections' SAs and policies in one dataplane engine."""
 
-    def __init__(self, engine: Dataplane, replay_window: int) -> None:
+    def __init__(self, engine: Dataplane, replay_window: int, keylog: KeyLog | None = None) -> None:
         self.engine = engine
         self.replay_window = replay_window
+        self.keylog = keylog
         self.tunnels: dict[str, ConnectionTunnel] = {}
 
     def up(self, ev: ChildSaUp, activate: bool = True) -> tuple[ConnectionTunnel, bool]:
         """Install a pair; returns the tunnel and whether its routes are new."""
         pair = build_pair(ev, self.replay_window)
+        if self.keylog is not None:
+            keys = ev.keys
+            self.keylog.save_esp([EspSaKeys.of(pair.outbound, keys.encr_out, keys.integ_out),
+                                  EspSaKeys.of(pair.inbound, keys.encr_in, keys.integ_in)])
         self.engine.install_inbound(pair.inbound)
         key = ev.tunnel or ev.connection
         tunnel = self.tunnels.get(key)

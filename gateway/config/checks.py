@@ -32,6 +32,12 @@ def cross_checks(config: Config) -> list[Problem]:
                     problems.append(Problem((*base, "remote_subnets"),
                                             f"{subnet} overlaps remote_subnets of {other_name}"))
     problems += _users(config)
+    if config.logging.save_keys is not None:
+        from gateway.keylog import directory_problem
+
+        problem = directory_problem(config.logging.save_keys)
+        if problem is not None:
+            problems.append(Problem(("logging", "save_keys"), problem))
     return problems
 
 

@@ -136,6 +136,12 @@ def _text_secret(value: Any) -> Secret:
     return Secret(value.encode())
 
 
+def _absolute_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("give an absolute path")
+    return value
+
+
 def _listen(value: Any) -> tuple[str, int]:
     text = str(value)
     host, sep, port = text.rpartition(":")
@@ -153,6 +159,7 @@ Spi = Annotated[int, BeforeValidator(_spi)]
 HexKey = Annotated[Secret, BeforeValidator(_hex_secret), PlainSerializer(lambda s: "***")]
 TextSecret = Annotated[Secret, BeforeValidator(_text_secret), PlainSerializer(lambda s: "***")]
 Listen = Annotated[tuple[str, int], BeforeValidator(_listen)]
+AbsolutePath = Annotated[str, BeforeValidator(_absolute_path)]
 Interface = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")]
 
 
@@ -198,6 +205,8 @@ class MetricsSection(Strict):
 class LoggingSection(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
+    #: a private directory for Wireshark's ESP SA table (gateway.keylog): debugging only
+    save_keys: AbsolutePath | None = None
 
 
 #: What a connection accepts when its config names no proposals, by IKE version.  IKEv1's
