@@ -40,6 +40,8 @@ from e2e_support import (
 
 from appliance.lab.gateways import GatewayPair, SaKeys
 from appliance.lab.topology import Topology
+from gateway.crypto.algorithms import parse_esp_suite
+from gateway.keylog import EspSaKeys
 
 pytestmark = [*NETNS, pytest.mark.peer]
 
@@ -51,12 +53,6 @@ BRANCH_HOST = "10.2.0.10"
 PINGS = 3
 MESSAGE = "hello through the tunnel"
 TCP_PORT = 5555
-
-# Our algorithm names -> tshark 4.0's names in the ESP SA table (encryption, authentication).
-TSHARK_ALGORITHMS = {
-    "aes128gcm16": ("AES-GCM with 16 octet ICV [RFC4106]", "NULL"),  # key includes the salt
-    "aes128-sha256": ("AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"),
-}
 
 SEVERITY_ERROR = 0x00800000  # PI_ERROR in _ws.expert.severity
 PROBLEMS = f"_ws.malformed || _ws.expert.severity >= {SEVERITY_ERROR} || esp.icv_bad == 1"
@@ -71,15 +67,13 @@ def topo() -> Iterator[Topology]:
         yield topology
 
 
-def uat_record(keys: SaKeys, algorithm: str, *, wrong: bool = False) -> str:
-    """One row of tshark's ESP SA table: protocol, src, dst, SPI, encryption algorithm and
-    key (hex, with the GCM salt), authentication algorithm and key."""
-    encryption, authentication = TSHARK_ALGORITHMS[algorithm]
+def uat_record(keys: SaKeys, *, wrong: bool = False) -> str:
+    """One row of tshark's ESP SA table, as the gateway's key log writes it (gateway.keylog)
+    but from the lab's own copy of the keys (all zero with ``wrong``)."""
     enc_key = bytes(len(keys.encryption_key)) if wrong else keys.encryption_key
     int_key = bytes(len(keys.integrity_key)) if wrong else keys.integrity_key
-    fields = ["IPv4", keys.src, keys.dst, f"0x{keys.spi:08x}", encryption, "0x" + enc_key.hex(),
-              authentication, "0x" + int_key.hex() if int_key else ""]
-    return ",".join(f'"{f}"' for f in fields)
+    return EspSaKeys.from_suite(keys.src, keys.dst, keys.spi, parse_esp_suite(keys.algorithm),
+                                enc_key, int_key).uat_record()
 
 
 def tshark(pcap: Path, tmp_path: Path, *args: str, sas: Sequence[str] = ()) -> str:
@@ -143,7 +137,7 @@ def test_tshark_decrypts_esp(topo: Topology, tmp_path: Path, algorithm: str, enc
         capture_traffic(topo, pair, pcap)
         keys = pair.keys
         st = {name: connection(pair.status(name)) for name in ("hq", "branch")}
-    sas = [uat_record(keys[d], algorithm) for d in ("hq->branch", "branch->hq")]
+    sas = [uat_record(keys[d]) for d in ("hq->branch", "branch->hq")]
     wire_esp = [p for p in ipv4_packets(read_pcap(pcap))
                 if p.proto == (PROTO_UDP if encapsulation == "udp" else PROTO_ESP)]
 
@@ -183,7 +177,7 @@ def test_tshark_decrypts_esp(topo: Topology, tmp_path: Path, algorithm: str, enc
     # (tshark dissects the garbage "plaintext" by its random trailer bytes: it may give up
     # on a packet before showing an ICV verdict, or show a bogus nested header; only the
     # outer ESP header's verdict and the inner addresses are meaningful.)
-    wrong = [uat_record(keys[d], algorithm, wrong=True) for d in ("hq->branch", "branch->hq")]
+    wrong = [uat_record(keys[d], wrong=True) for d in ("hq->branch", "branch->hq")]
     rows = fields(pcap, tmp_path, "esp", wrong)
     assert len(rows) == len(wire_esp), f"wrong keys: {len(rows)} ESP rows"
     assert any(r["esp.icv_bad"].split(",")[0] == "1" for r in rows), f"wrong keys: {rows[:3]}"
