@@ -8,7 +8,7 @@ packages=(
   python3 python3-venv python3-dev iproute2 nftables iputils-ping procps psmisc ethtool
   tcpdump tshark iperf3
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
-  strongswan-pki softether-vpnserver softether-vpncmd
+  strongswan-pki softether-vpnserver softether-vpncmd prometheus
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -23,9 +23,12 @@ if ((${#missing[@]})); then
 fi
 # SoftEther's packaged service phones home (DDNS, keep-alive): the tests start their own
 # server inside a namespace, so the system one stays off.
-if command -v systemctl >/dev/null && systemctl list-unit-files softether-vpnserver.service >/dev/null 2>&1; then
-  systemctl disable --now softether-vpnserver.service >/dev/null 2>&1 || true
-fi
+# Prometheus likewise: the tests start their own server, scraping only the lab.
+for unit in softether-vpnserver.service prometheus.service prometheus-node-exporter.service; do
+  if command -v systemctl >/dev/null && systemctl list-unit-files "$unit" >/dev/null 2>&1; then
+    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  fi
+done
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
