@@ -261,3 +261,43 @@ def test_tshark_decrypts_with_the_saved_rows(keydir: Path, tmp_path: Path) -> No
         assert int(spi, 16) in (0x100 + n, 0x200 + n)
         assert icmp_type == "8" and bytes.fromhex(data) == name.encode(), f"{name}: not decrypted: {spi}"
         assert icv_good == "1" and not malformed and not expert, f"{name}: {icv_good} {malformed} {expert}"
+
+
+# -- the daemon's wiring ---------------------------------------------------------------------------
+
+MANUAL = """\
+gateway: {{public_interface: wan0, public_address: 192.0.2.1}}
+control: {{socket: {socket}}}
+logging: {{save_keys: {path}}}
+connections:
+  branch1:
+    remote: 198.51.100.1
+    local_subnets: [10.1.0.0/24]
+    remote_subnets: [10.2.0.0/24]
+    keying: manual
+    manual:
+      outbound: {{spi: 0x1001, algorithm: aes128gcm16,
+                  encryption_key: 0x000102030405060708090a0b0c0d0e0f10111213}}
+      inbound:  {{spi: 0x2001, algorithm: aes128-sha256, encryption_key: 0x202122232425262728292a2b2c2d2e2f,
+                 integrity_key: 0x404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f}}
+"""
+
+
+def test_daemon_saves_manual_sas_and_refuses_a_directory_gone_bad(keydir: Path, tmp_path: Path) -> None:
+    from gateway.daemon import Gateway, StartupError
+    from gateway.manual import build_manual
+
+    loaded = load_config_text(MANUAL.format(path=keydir, socket=tmp_path / "control.sock"))
+    gw = Gateway(loaded)
+    assert gw.keylog is not None and gw.ike_tunnels.keylog is gw.keylog
+    cfg = loaded.config
+    gw._save_manual_keys(build_manual("branch1", cfg.connections["branch1"], cfg.gateway.public_address, 64))
+    assert (keydir / ESP_SA_FILE).read_text() == (
+        '"IPv4","192.0.2.1","198.51.100.1","0x00001001","AES-GCM with 16 octet ICV [RFC4106]",'
+        '"0x000102030405060708090a0b0c0d0e0f10111213","NULL",""\n'
+        '"IPv4","198.51.100.1","192.0.2.1","0x00002001","AES-CBC [RFC3602]",'
+        '"0x202122232425262728292a2b2c2d2e2f","HMAC-SHA-256-128 [RFC4868]",'
+        '"0x404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"\n')
+    keydir.chmod(0o775)  # after the config was checked
+    with pytest.raises(StartupError, match=r"logging\.save_keys: .* writable by group or others"):
+        Gateway(loaded)
