@@ -94,8 +94,9 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"{f', {edge_drops} dropped' if edge['nftables'] else ''}")
     print(f"  connections: {len(st['connections'])}")
     for c in st["connections"]:
+        nets = f"  {','.join(c['local'])} <=> {','.join(c['remote'])}" if c["local"] or c["remote"] else ""
         print(f"    {c['name']}: {c['state']} ({c['keying']}, {c['mode']}, {c['algorithm']}) "
-              f"peer {c['peer']}  {','.join(c['local'])} <=> {','.join(c['remote'])}")
+              f"peer {c['peer']}{nets}")
         print(f"      out: {c['packets_out']} packets, {_human(c['bytes_out'])}   "
               f"in: {c['packets_in']} packets, {_human(c['bytes_in'])}, {c['drops_in']} dropped")
     drops = st["drops"]

@@ -581,23 +581,23 @@ class Gateway:
         out = []
         for name, peer in ike.configs.items():
             mine = [sa for sa in sas if sa["name"] == name]
-            state = "up" if any(sa["state"] == "established" for sa in mine) else (
-                mine[0]["state"] if mine else "down")
-            tunnel = self.ike_tunnels.tunnels.get(name)
-            out_sa = tunnel.policy.esp_out if tunnel else None
-            in_sas = [p.inbound for p in tunnel.pairs.values()] if tunnel else []
+            up = [sa for sa in mine if sa["state"] == "established"]
+            state = "up" if up else (mine[0]["state"] if mine else "down")
+            tunnels = self.ike_tunnels.of_connection(name)
+            out_sa = next((t.policy.esp_out for t in tunnels if t.policy.esp_out is not None), None)
+            totals = self.ike_tunnels.totals(name)
             conn = self.config.connections[name]
+            if len(up) > 1:
+                shown_peer = f"{len(up)} peers"
+            else:
+                shown_peer = (up or mine)[0]["remote"] if mine else (peer.remote_address or "%any")
             out.append({
-                "name": name, "state": state, "keying": "ike", "mode": conn.mode,
-                "peer": mine[0]["remote"] if mine else (peer.remote_address or "%any"),
-                "local": [str(n) for n in conn.local_subnets],
+                "name": name, "state": state, "keying": "ike", "mode": conn.mode, "peer": shown_peer,
+                "peers": len(up), "local": [str(n) for n in conn.local_subnets],
                 "remote": [str(n) for n in conn.remote_subnets],
                 "algorithm": out_sa.algorithm if out_sa else "-",
-                "packets_out": out_sa.counters.packets if out_sa else 0,
-                "bytes_out": out_sa.counters.bytes if out_sa else 0,
-                "packets_in": sum(sa.counters.packets for sa in in_sas),
-                "bytes_in": sum(sa.counters.bytes for sa in in_sas),
-                "drops_in": sum(sa.counters.drops for sa in in_sas),
+                "packets_out": totals.packets_out, "bytes_out": totals.bytes_out,
+                "packets_in": totals.packets_in, "bytes_in": totals.bytes_in, "drops_in": totals.drops_in,
             })
         return out
 

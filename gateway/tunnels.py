@@ -45,6 +45,26 @@ def selector_pairs(local_ts: tuple[TsRange, ...], remote_ts: tuple[TsRange, ...]
 
 
 @dataclass
+class TrafficTotals:
+    packets_in: int = 0
+    bytes_in: int = 0
+    drops_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+
+    def add(self, pair: ChildPair) -> None:
+        self.packets_in += pair.inbound.counters.packets
+        self.bytes_in += pair.inbound.counters.bytes
+        self.drops_in += pair.inbound.counters.drops
+        self.packets_out += pair.outbound.counters.packets
+        self.bytes_out += pair.outbound.counters.bytes
+
+    def merge(self, other: TrafficTotals) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
 class ChildPair:
     outbound: SecurityAssociation
     inbound: SecurityAssociation
@@ -60,6 +80,15 @@ class ConnectionTunnel:
     pairs: dict[int, ChildPair] = field(default_factory=dict)  # by inbound SPI
     remote_nets: list[ipaddress.IPv4Network] = field(default_factory=list)
     local_nets: list[ipaddress.IPv4Network] = field(default_factory=list)
+    #: counters of the pairs already deleted (rekeys replace SAs; totals must not drop)
+    retired: TrafficTotals = field(default_factory=lambda: TrafficTotals())
+
+    def totals(self) -> TrafficTotals:
+        """Packets and bytes each way over the tunnel's whole life, across rekeys."""
+        t = TrafficTotals(**vars(self.retired))
+        for pair in self.pairs.values():
+            t.add(pair)
+        return t
 
 
 def build_pair(ev: ChildSaUp, replay_window: int) -> ChildPair:
@@ -120,6 +149,17 @@ class TunnelTable:
         tunnel.local_nets = sorted(set(tunnel.local_nets) | set(local_nets))
         return tunnel, new_routes
 
+    def of_connection(self, connection: str) -> list[ConnectionTunnel]:
+        """The tunnels of a connection: its own, or one per peer (``name@address:port``) when
+        it answers any peer."""
+        return [t for key, t in self.tunnels.items() if key == connection or key.startswith(connection + "@")]
+
+    def totals(self, connection: str) -> TrafficTotals:
+        total = TrafficTotals()
+        for tunnel in self.of_connection(connection):
+            total.merge(tunnel.totals())
+        return total
+
     def _switch(self, tunnel: ConnectionTunnel, pair: ChildPair) -> None:
         """Point the connection's policy at this pair's outbound SA."""
         self.engine.remove_policy(tunnel.name)
@@ -141,6 +181,7 @@ class TunnelTable:
         pair = tunnel.pairs.pop(ev.spi_in, None)
         if pair is None:
             return
+        tunnel.retired.add(pair)
         self.engine.remove_inbound(pair.inbound)
         if tunnel.policy.esp_out is pair.outbound:
             if tunnel.pairs:
