@@ -7,6 +7,7 @@ sockets, timers and signals.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -38,6 +39,7 @@ from gateway.ike.events import (
 from gateway.ike.v1.endpoint import IkeV1Endpoint
 from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
+from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
@@ -96,7 +98,7 @@ class Gateway:
         self._dialup_pending = False
         self._dialup_task: asyncio.Task[None] | None = None
         self._dialup_timer = asyncio.Event()
-        self.ike_stats: dict[str, int] = {}
+        self.ike_stats = IkeStats()
         self._ike_wake = asyncio.Event()
         self._ike_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -164,7 +166,7 @@ class Gateway:
             from gateway.metrics import serve
 
             try:
-                serve(cfg.metrics.listen, self.snapshot)
+                serve(cfg.metrics.listen, self._on_loop(self.metrics_snapshot))
             except OSError as exc:
                 raise StartupError(f"cannot listen for metrics on "
                                    f"{cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}: {exc}") from exc
@@ -234,12 +236,13 @@ class Gateway:
         self._ike_wake.set()
 
     def _count_ike(self, key: str) -> None:
-        self.ike_stats[key] = self.ike_stats.get(key, 0) + 1
+        self.ike_stats.other[key] += 1
 
     def _ike_event(self, ev: object) -> None:
+        conn = self.config.connections.get(getattr(ev, "connection", None) or "")
+        self.ike_stats.observe(ev, conn.ike.version if conn is not None else 0)
         if isinstance(ev, ChildSaUp):
             tunnel, new_routes = self.ike_tunnels.up(ev, activate=ev.activate)
-            self._count_ike("child_up")
             event(log, "child.up", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
                   spi_out=f"0x{ev.spi_out:08x}", algorithm=ev.suite.name, mode=ev.mode,
                   encap=f"udp:{ev.encap_remote_port}" if ev.encap_remote_port else "none",
@@ -263,7 +266,6 @@ class Gateway:
             event(log, "child.down", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
                   spi_out=f"0x{ev.spi_out:08x}", reason=ev.reason)
         elif isinstance(ev, IkeSaUp):
-            self._count_ike("ike_up")
             assert self.ike is not None
             self.ike.note_established(ev.connection)
             event(log, "ike.up", connection=ev.connection, ike_sa=ev.ike_sa, peer=ev.remote,
@@ -274,15 +276,12 @@ class Gateway:
             event(log, "ike.down", connection=ev.connection, ike_sa=ev.ike_sa, peer=ev.remote,
                   reason=ev.reason)
         elif isinstance(ev, AuthFailed):
-            self._count_ike(f"auth_failed:{ev.reason}")
             event(log, "ike.auth_failed", logging.WARNING, connection=ev.connection, peer=ev.remote,
                   reason=ev.reason, detail=ev.detail)
         elif isinstance(ev, NegotiationFailed):
-            self._count_ike(f"negotiation_failed:{ev.reason}")
             event(log, "ike.negotiation_failed", logging.WARNING, connection=ev.connection, peer=ev.remote,
                   stage=ev.stage, reason=ev.reason, detail=ev.detail)
         elif isinstance(ev, PeerDead):
-            self._count_ike("peer_dead")
             event(log, "ike.peer_dead", logging.WARNING, connection=ev.connection, ike_sa=ev.ike_sa,
                   peer=ev.remote, action=ev.action)
         elif isinstance(ev, Note):
@@ -526,6 +525,64 @@ class Gateway:
                       **{k: delta[k] for k in sorted(delta)})
             self._last_drops = drops
 
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """What the Prometheus collector reads (on the event loop: see `_on_loop`)."""
+        snap = self.snapshot()
+        now = time.monotonic()
+        ike_sas = self.ike.sas(now) if self.ike is not None else []
+        conns = self.config.connections
+        sa_states: dict[tuple[int, str], int] = {}
+        child_states: dict[tuple[int, str], int] = {}
+        for sa in ike_sas:
+            version = conns[sa["name"]].ike.version if sa["name"] in conns else 0
+            sa_states[version, sa["state"]] = sa_states.get((version, sa["state"]), 0) + 1
+            for child in sa["children"]:
+                child_states[version, child["state"]] = child_states.get((version, child["state"]), 0) + 1
+        snap["ike_sa_states"] = [{"version": v, "state": st, "count": n}
+                                 for (v, st), n in sa_states.items()]
+        snap["child_sa_states"] = [{"version": v, "state": st, "count": n}
+                                   for (v, st), n in child_states.items()]
+        snap["ike"] = self.ike_stats.snapshot()
+        tunnels = []
+        for name, conn in conns.items():
+            if conn.keying == "ike":
+                totals = self.ike_tunnels.totals(name)
+                up = any(t.pairs for t in self.ike_tunnels.of_connection(name))
+                expected = conn.ike.start == "start"
+                tunnels.append({"connection": name, "up": up, "expected": expected, **vars(totals)})
+            elif name in self.tunnels:
+                manual = self.tunnels[name]
+                tunnels.append({"connection": name, "up": True, "expected": True,
+                                "packets_in": manual.inbound.counters.packets,
+                                "bytes_in": manual.inbound.counters.bytes,
+                                "drops_in": manual.inbound.counters.drops,
+                                "packets_out": manual.outbound.counters.packets,
+                                "bytes_out": manual.outbound.counters.bytes})
+        snap["tunnels"] = tunnels
+        snap["pools"] = [{"pool": name, "used": pool.in_use, "total": pool.size}
+                         for name, pool in self.pools.items()]
+        return snap
+
+    def _on_loop(self, func: Any) -> Any:
+        """``func`` made callable from another thread (the metrics HTTP server's): it runs on
+        the event loop, so it never sees the daemon's state half-changed."""
+        loop = asyncio.get_running_loop()
+
+        def call() -> Any:
+            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+            def run() -> None:
+                try:
+                    done.set_result(func())
+                except BaseException as exc:
+                    done.set_exception(exc)
+
+            loop.call_soon_threadsafe(run)
+            return done.result(timeout=10)
+
+        return call
+
     # -- control ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         snap = self.engine.snapshot()
@@ -564,8 +621,7 @@ class Gateway:
             "ike": {
                 "connections": sorted(self.ike.configs) if self.ike else [],
                 "ike_sas": len(self.ike.sas(time.monotonic())) if self.ike else 0,
-                "events": {k: v for k, v in sorted(self.ike_stats.items()) if ":" not in k},
-                "failures": {k: v for k, v in sorted(self.ike_stats.items()) if ":" in k},
+                **self.ike_stats.status(),
                 "dropped": dict(self.ike.counters) if self.ike else {},
             },
             "dialup": self.dialup.summary() if self.dialup is not None else None,

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 
@@ -43,9 +43,69 @@ class GatewayCollector(Collector):
         for direction in ("in", "out"):
             sas.add_metric([direction], sum(1 for sa in snap["sas"] if sa["direction"] == direction))
         yield from (packets, octets, sa_drops, drops, edge, sas)
+        if "tunnels" in snap:
+            yield from _tunnel_metrics(snap)
+        if "ike" in snap:
+            yield from _ike_metrics(snap)
         dialup = snap.get("dialup")
         if dialup is not None:
             yield from _dialup_metrics(dialup)
+
+
+def _tunnel_metrics(snap: dict[str, Any]) -> Iterator[Any]:
+    """Per connection: up or not (and whether it is meant to be), traffic over its whole life."""
+    up = GaugeMetricFamily("gateway_connection_up", "1 when the connection has an established SA pair",
+                           labels=["connection", "expected"])
+    packets = CounterMetricFamily("gateway_tunnel_packets", "Packets through a connection's SAs, all rekeys",
+                                  labels=["connection", "direction"])
+    octets = CounterMetricFamily("gateway_tunnel_bytes", "Inner bytes through a connection's SAs, all rekeys",
+                                 labels=["connection", "direction"])
+    for t in snap["tunnels"]:
+        up.add_metric([t["connection"], "yes" if t["expected"] else "no"], 1 if t["up"] else 0)
+        for direction in ("in", "out"):
+            packets.add_metric([t["connection"], direction], t[f"packets_{direction}"])
+            octets.add_metric([t["connection"], direction], t[f"bytes_{direction}"])
+    pools = GaugeMetricFamily("gateway_pool_addresses", "Addresses of a pool: total and leased",
+                              labels=["pool", "state"])
+    for p in snap.get("pools", []):
+        pools.add_metric([p["pool"], "used"], p["used"])
+        pools.add_metric([p["pool"], "total"], p["total"])
+    yield from (up, packets, octets, pools)
+
+
+def _ike_metrics(snap: dict[str, Any]) -> Iterator[Any]:
+    """IKE: SAs by state and version, handshakes, failures by reason, rekeys, dead peers."""
+    ike = snap["ike"]
+    sas = GaugeMetricFamily("gateway_ike_sas", "IKE SAs (IKEv1: ISAKMP SAs) by state",
+                            labels=["version", "state"])
+    for row in snap["ike_sa_states"]:
+        sas.add_metric([str(row["version"]), row["state"]], row["count"])
+    children = GaugeMetricFamily("gateway_child_sas", "CHILD SAs (IKEv1: IPsec SA pairs) by state",
+                                 labels=["version", "state"])
+    for row in snap["child_sa_states"]:
+        children.add_metric([str(row["version"]), row["state"]], row["count"])
+    negotiations = CounterMetricFamily("gateway_ike_negotiations",
+                                       "IKE SAs established (handshakes completed)",
+                                       labels=["connection", "version"])
+    for row in ike["established"]:
+        negotiations.add_metric([row["connection"], str(row["version"])], row["count"])
+    failures = CounterMetricFamily("gateway_ike_failures", "IKE negotiations that failed, by reason",
+                                   labels=["connection", "version", "reason"])
+    for row in ike["failures"]:
+        failures.add_metric([row["connection"], str(row["version"]), row["reason"]], row["count"])
+    rekeys = CounterMetricFamily("gateway_rekeys", "Rekeys of IKE and CHILD SAs",
+                                 labels=["connection", "version", "kind"])
+    for row in ike["rekeys"]:
+        rekeys.add_metric([row["connection"], str(row["version"]), row["kind"]], row["count"])
+    dead = CounterMetricFamily("gateway_dpd_timeouts", "Peers declared dead by DPD or retransmission timeout",
+                               labels=["connection", "version"])
+    for row in ike["dead_peers"]:
+        dead.add_metric([row["connection"], str(row["version"])], row["count"])
+    handshake = HistogramMetricFamily("gateway_ike_handshake_seconds",
+                                      "Time from the first message to established", labels=["version"])
+    for version, h in sorted(ike["handshakes"].items()):
+        handshake.add_metric([str(version)], h["buckets"], h["sum"])
+    yield from (sas, children, negotiations, failures, rekeys, dead, handshake)
 
 
 def _dialup_metrics(dialup: dict[str, Any]) -> Iterator[Any]:

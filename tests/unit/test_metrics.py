@@ -44,3 +44,31 @@ def test_dialup_metrics() -> None:
 def test_no_dialup_metrics_without_dialup() -> None:
     text = exposition({k: v for k, v in SNAPSHOT.items() if k != "dialup"})
     assert "gateway_ppp" not in text and "gateway_l2tp" not in text
+
+
+def test_tunnel_ike_and_pool_metrics() -> None:
+    from gateway.ike.events import AuthFailed, IkeSaUp
+    from gateway.ikestats import IkeStats
+
+    stats = IkeStats()
+    stats.observe(IkeSaUp("branch1", "sa", "a", "b", True, "aes", "x", "y", False, False, "psk", 0.02), 2)
+    stats.observe(AuthFailed("branch1", "b", "bad_psk", ""), 2)
+    snap = {**SNAPSHOT, "ike": stats.snapshot(),
+            "ike_sa_states": [{"version": 2, "state": "established", "count": 1}],
+            "child_sa_states": [{"version": 2, "state": "installed", "count": 1}],
+            "tunnels": [{"connection": "branch1", "up": True, "expected": True, "packets_in": 5,
+                         "bytes_in": 500, "drops_in": 0, "packets_out": 4, "bytes_out": 400}],
+            "pools": [{"pool": "dialin", "used": 3, "total": 254}]}
+    text = exposition(snap)
+    for line in ('gateway_connection_up{connection="branch1",expected="yes"} 1.0',
+                 'gateway_tunnel_packets_total{connection="branch1",direction="in"} 5.0',
+                 'gateway_tunnel_bytes_total{connection="branch1",direction="out"} 400.0',
+                 'gateway_pool_addresses{pool="dialin",state="used"} 3.0',
+                 'gateway_ike_sas{state="established",version="2"} 1.0',
+                 'gateway_child_sas{state="installed",version="2"} 1.0',
+                 'gateway_ike_negotiations_total{connection="branch1",version="2"} 1.0',
+                 'gateway_ike_failures_total{connection="branch1",reason="auth_failed:bad_psk",'
+                 'version="2"} 1.0',
+                 'gateway_ike_handshake_seconds_bucket{le="0.025",version="2"} 1.0',
+                 'gateway_ike_handshake_seconds_count{version="2"} 1.0'):
+        assert line in text, f"{line}\n{text}"
