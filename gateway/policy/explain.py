@@ -92,6 +92,8 @@ def explain(compiled: CompiledPolicy, src: AddressLike, dst: AddressLike, proto:
     for name, value in (("port", port), ("source_port", source_port)):
         if not 0 <= value <= 65535:
             raise ValueError(f"{name} {value} is not between 0 and 65535")
+    if (port or source_port) and p not in (6, 17):
+        raise ValueError(f"ports only go with tcp or udp, not {protocol_name(p)}")
     forwarded = False
     direction: Direction | None
     entry: PolicyEntry | None

@@ -466,6 +466,8 @@ def test_explain_rejects_bad_input() -> None:
     compiled = compile_policy(hq_branch(), ME)
     with pytest.raises(ValueError, match="not between 0 and 65535"):
         explain(compiled, "10.1.0.1", "10.2.0.1", "tcp", 70000)
+    with pytest.raises(ValueError, match="ports only go with tcp or udp, not icmp"):
+        explain(compiled, "10.1.0.1", "10.2.0.1", "icmp", 8)
     with pytest.raises(PolicyError, match="unknown protocol"):
         explain(compiled, "10.1.0.1", "10.2.0.1", "tcpx", 80)
     with pytest.raises(ValueError):
