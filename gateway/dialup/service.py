@@ -89,6 +89,8 @@ class DialSession:
     idle_timeout: float | None = None
     session_limit: float | None = None
     closing: bool = False
+    #: why PPP ended, when it ended first (the L2TP session goes after it, for this reason)
+    down_reason: str | None = None
     routed: list[ipaddress.IPv4Network] = field(default_factory=list)
     packets_in: int = 0
     packets_out: int = 0
@@ -176,6 +178,11 @@ class DialupService:
         self.to_tun: list[bytes] = []
         self.host_changes: list[HostChange] = []
         self.log: list[LogLine] = []
+        #: LAC connections whose IPsec SAs should be negotiated afresh: their L2TP peer
+        #: stopped answering inside them, so they may be stale (the LNS restarted and
+        #: forgot them, and no DPD told IKE). For the daemon to take, delete and initiate
+        #: again (IkeEndpoints.terminate, then initiate).
+        self.ipsec_restarts: list[str] = []
         #: called when there is output to send (the daemon schedules a flush)
         self.wake: Callable[[], None] | None = None
         for name, conn in config.connections.items():
@@ -223,12 +230,16 @@ class DialupService:
         p = self.peers.pop(tunnel, None)
         if p is None:
             return
-        for key in [k for k in self.sessions if k[0] == tunnel]:
-            self._session_gone(self.sessions[key], "ipsec down", now)
         dialer = self.dialers.get(p.connection)
-        if dialer is not None:
+        if dialer is not None:  # before the sessions go: their end must not start a redial timer
+            calling = dialer.tunnel_id is not None or dialer.next_dial is not None
             dialer.tunnel_id = dialer.session = None
             dialer.next_dial = None  # dial again when IPsec is back
+            if calling:
+                self._log("l2tp.redial", "warning", connection=dialer.connection, reason="IPsec SA down",
+                          when="ipsec_up")
+        for key in [k for k in self.sessions if k[0] == tunnel]:
+            self._session_gone(self.sessions[key], "IPsec SA down", now)
 
     def _endpoint(self, connection: str) -> L2tpEndpoint:
         conn = self.config.connections[connection]
@@ -255,18 +266,21 @@ class DialupService:
             dialer.session = ep.place_call(dialer.tunnel_id, now)
         except L2tpRefused as exc:
             self._log("l2tp.dial_failed", "warning", connection=dialer.connection, detail=str(exc))
-            self._redial_later(dialer, now)
+            self._redial_later(dialer, now, "dial failed")
             return
         self.stats["lac_dials"] += 1
         self._log("l2tp.dialing", connection=dialer.connection, lns=dialer.remote, user=dialer.config.user)
         self._pump(p, now)
 
-    def _redial_later(self, dialer: _Dialer, now: float) -> None:
+    def _redial_later(self, dialer: _Dialer, now: float, reason: str) -> None:
+        """Dial again after the backoff: ``redial_min``, doubled after every failure up to
+        ``redial_max``, back to ``redial_min`` once a PPP link came up."""
         cfg = dialer.config
         dialer.backoff = min(float(cfg.redial_max), max(float(cfg.redial_min), dialer.backoff * 2))
         dialer.next_dial = now + dialer.backoff
         dialer.tunnel_id = dialer.session = None
-        self._log("l2tp.redial", connection=dialer.connection, seconds=round(dialer.backoff, 1))
+        self._log("l2tp.redial", connection=dialer.connection, seconds=round(dialer.backoff, 1),
+                  reason=reason)
 
     # -- the L2TP core's output --------------------------------------------------------------
     def _pump(self, p: _L2tpPeer, now: float) -> None:
@@ -309,8 +323,8 @@ class DialupService:
             self._log("l2tp.session_down", connection=p.connection, tunnel=p.tunnel, session=str(ev.session),
                       reason=ev.reason, detail=ev.text)
             if s is not None:
-                self._session_gone(s, f"L2TP session down ({ev.reason})", now)
-            self._lac_failed(p, ev.session.tunnel, now)
+                self._session_gone(s, f"L2TP session down ({ev.reason}: {ev.text})", now)
+            self._lac_failed(p, ev.session.tunnel, now, f"L2TP session down ({ev.reason}: {ev.text})")
         elif isinstance(ev, TunnelUp):
             self.stats["l2tp_tunnels_up"] += 1
             self._log("l2tp.tunnel_up", connection=p.connection, tunnel=p.tunnel,
@@ -321,20 +335,30 @@ class DialupService:
                       connection=p.connection, tunnel=p.tunnel, reason=ev.reason, detail=ev.text)
             for key in [k for k in self.sessions if k[0] == p.tunnel and k[1].tunnel == ev.tunnel]:
                 self._session_gone(self.sessions[key], f"L2TP tunnel down ({ev.reason})", now)
-            self._lac_failed(p, ev.tunnel, now)
+            if ev.reason in ("timeout", "setup_timeout") and p.connection in self.dialers \
+                    and p.connection not in self.ipsec_restarts:
+                # A LAC's tunnel (it opens them all): the LNS stopped answering inside IPsec. If
+                # it restarted, it forgot our SAs and drops what we send through them, and only
+                # DPD would tell IKE so (if the LNS does DPD at all): redialing through them
+                # would never get through.
+                self.stats["lac_ipsec_restarts"] += 1
+                self.ipsec_restarts.append(p.connection)
+                self._log("l2tp.ipsec_restart", "warning", connection=p.connection, tunnel=p.tunnel,
+                          reason=f"L2TP tunnel down ({ev.reason})")
+            self._lac_failed(p, ev.tunnel, now, f"L2TP tunnel down ({ev.reason})")
         elif isinstance(ev, L2tpNote):
             self.log.append(LogLine(ev.what, ev.level, ev.fields))
 
-    def _lac_failed(self, p: _L2tpPeer, tunnel_id: int, now: float) -> None:
+    def _lac_failed(self, p: _L2tpPeer, tunnel_id: int, now: float, reason: str) -> None:
         dialer = self.dialers.get(p.connection)
         if dialer is not None and dialer.tunnel_id == tunnel_id and dialer.next_dial is None:
-            self._hang_up(dialer, now)
+            self._hang_up(dialer, now, reason)
 
-    def _hang_up(self, dialer: _Dialer, now: float) -> None:
+    def _hang_up(self, dialer: _Dialer, now: float, reason: str) -> None:
         """A LAC's call failed or ended: close its L2TP tunnel and dial again later. The
         redial is set first, so the events the close brings see it and do not recurse."""
         tunnel_id = dialer.tunnel_id
-        self._redial_later(dialer, now)
+        self._redial_later(dialer, now, reason)
         p = self.peers.get(dialer.connection)
         if p is not None and tunnel_id is not None:
             p.endpoint.close_tunnel(tunnel_id, now)
@@ -468,12 +492,13 @@ class DialupService:
         elif isinstance(ev, LinkDown):
             self._log("ppp.down", connection=s.connection, user=s.user, reason=ev.reason,
                       seconds=round(now - s.started, 1))
+            s.down_reason = f"PPP down ({ev.reason})"
             p = self.peers.get(s.tunnel)
             if p is not None and not s.closing:
                 s.closing = True
                 p.endpoint.close_session(s.key, now, message=ev.reason[:60])
                 self._pump(p, now)
-            self._session_gone(s, ev.reason, now)
+            self._session_gone(s, s.down_reason, now)
         elif isinstance(ev, PppNote):
             self.log.append(LogLine(ev.what, ev.level, ev.fields))
 
@@ -521,17 +546,20 @@ class DialupService:
     def _session_gone(self, s: DialSession, reason: str, now: float) -> None:
         if self.sessions.pop((s.tunnel, s.key), None) is None:
             return
-        if not s.ppp.finished:
+        reason = s.down_reason or reason
+        if not s.ppp.finished:  # the layers below went first: LinkDown comes now, unlogged yet
             s.ppp.lower_down(now, reason)
             while s.ppp.next_event() is not None:
                 pass
+            self._log("ppp.down", connection=s.connection, user=s.user, reason=reason,
+                      seconds=round(now - s.started, 1))
         self._unroute(s)
         if s.leased and s.address is not None and s.role == "lns":
             self.pools[self.lns[s.connection].pool].release(s.address)
         self.stats["sessions_ended"] += 1
         dialer = self.dialers.get(s.connection)
         if dialer is not None and dialer.session == s.key and dialer.next_dial is None:
-            self._hang_up(dialer, now)
+            self._hang_up(dialer, now, reason)
 
     # -- commands ----------------------------------------------------------------------------
     def serves(self, connection: str) -> bool:

@@ -9,6 +9,7 @@ negotiation, authentication and IPCP all run over the negotiated SAs.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -286,3 +287,84 @@ def test_no_secret_in_log_or_describe() -> None:
         repr(lb.hq.dialup.summary()) + repr(lb.branch.dialup.summary())
     for secret in ("branch-password", "group-key-for-l2tp", nt_hash("branch-password").hex()):
         assert secret not in text
+
+
+def timeline(lb: Lab, gw: Gw, seconds: float, step: float = 0.25) -> list[tuple[float, str, dict[str, str]]]:
+    """Advance the lab; (time, what, fields) of every line ``gw``'s dial-up service logged."""
+    seen: list[tuple[float, str, dict[str, str]]] = []
+    start = len(gw.dialup.log)
+    end = lb.now + seconds
+    while lb.now < end:
+        lb.advance(step, step)
+        seen += [(lb.now, line.what, dict(line.fields)) for line in gw.dialup.log[start:]]
+        start = len(gw.dialup.log)
+    return seen
+
+
+def test_redial_backoff_doubles_up_to_redial_max() -> None:
+    lac = LAC.replace("password: branch-password", "password: not-the-password") \
+        .replace("auth: [mschapv2],", "auth: [mschapv2], redial_min: 1s, redial_max: 4s,")
+    lb = Lab(gateway(LNS, 1), gateway(lac, 2))
+    lb.branch.ike.initiate("to-hq", lb.now)
+    lb.pump()  # IKE, L2TP, PPP, the refusal: all at once in memory
+    seen = [(lb.now, line.what, dict(line.fields)) for line in lb.branch.dialup.log]
+    seen += timeline(lb, lb.branch, 20)
+    redials = [float(f["seconds"]) for _, what, f in seen if what == "l2tp.redial"]
+    assert redials[:5] == [1.0, 2.0, 4.0, 4.0, 4.0], redials
+    reasons = {f["reason"] for _, what, f in seen if what == "l2tp.redial"}
+    assert all(r.startswith("PPP down (") and "E=691" in r for r in reasons), reasons
+    dials = [t for t, what, _ in seen if what == "l2tp.dialing"]
+    gaps = [round(b - a) for a, b in itertools.pairwise(dials)]
+    assert gaps[:4] == [1, 2, 4, 4], gaps  # each dial fails at once: the gap is the backoff
+
+
+def test_ipsec_down_hangs_up_and_dials_again_when_ipsec_is_back() -> None:
+    lb = lab()
+    assert log(lb.branch, "ppp.up")
+    del lb.branch.dialup.log[:]
+    lb.branch.ike.terminate("to-hq", lb.now)  # what DPD does to a dead peer, less the restart
+    lb.pump()
+    (down,) = log(lb.branch, "ppp.down")
+    assert down["reason"] == "IPsec SA down", down
+    (redial,) = log(lb.branch, "l2tp.redial")
+    assert redial == {"connection": "to-hq", "reason": "IPsec SA down", "when": "ipsec_up"}
+    net, address = ipaddress.IPv4Network("10.1.0.0/24"), ipaddress.IPv4Network("10.9.0.2/32")
+    assert HostChange("route_del", net) in lb.branch.dialup.host_changes
+    assert HostChange("address_del", address) in lb.branch.dialup.host_changes
+    assert lb.branch.dialup.get_timer() is None  # no redial timer: nothing to dial through
+    assert log(lb.hq, "ppp.down")  # the LNS got the Delete: its session went too, logged
+    lb.advance(20)
+    assert not log(lb.branch, "l2tp.dialing")
+    lb.branch.ike.initiate("to-hq", lb.now)
+    lb.pump()
+    lb.advance(5)
+    assert len(log(lb.branch, "l2tp.dialing")) == 1 and len(log(lb.branch, "ppp.up")) == 1
+    lb.send_from(lb.branch, icmp_echo("10.9.0.2", HQ_LAN_HOST))
+    assert lb.hq.tun
+
+
+def test_lns_restarted_without_dpd_the_lac_asks_for_fresh_ipsec() -> None:
+    """The LNS restarts and forgets our SAs; no DPD (off here; some LNSs do none) tells IKE.
+    The L2TP tunnel times out inside the stale SAs: redialing through them would never get
+    through, so the LAC asks for IPsec afresh (the daemon deletes and re-initiates)."""
+    lac = LAC.replace("ike: {start: start}", "ike: {start: start}\n    dpd: {interval: null}") \
+        .replace("auth: [mschapv2],", "auth: [mschapv2], hello_interval: 5s, redial_min: 1s,")
+    lb = lab(lac=lac)
+    assert log(lb.branch, "ppp.up")
+    restarted = Lab(gateway(LNS, 11), lb.branch, lb.now)  # the same LNS, all state lost
+    seen = timeline(restarted, lb.branch, 45)
+    what = [w for _, w, _ in seen]
+    assert "l2tp.ipsec_restart" in what, what
+    timed_out = next(f for _, w, f in seen if w == "l2tp.tunnel_down")
+    assert timed_out["reason"] == "timeout" and "HELLO" in timed_out["detail"], timed_out
+    assert lb.branch.dialup.ipsec_restarts == ["to-hq"]
+    assert lb.branch.dialup.stats["lac_ipsec_restarts"] == 1
+    # what the daemon does with it
+    lb.branch.dialup.ipsec_restarts.clear()
+    lb.branch.ike.terminate("to-hq", restarted.now)
+    lb.branch.ike.initiate("to-hq", restarted.now)
+    restarted.pump()
+    restarted.advance(5)
+    assert len(log(lb.branch, "ppp.up")) == 2 and log(restarted.hq, "ppp.up")
+    restarted.send_from(lb.branch, icmp_echo("10.9.0.2", HQ_LAN_HOST))
+    assert restarted.hq.tun
