@@ -21,6 +21,9 @@ tap bridge.  It is ready when UDP 500 and 4500 are bound::
         print("\\n".join(lns.ipsec_lines()))     # its IKE/ESP/L2TP/PPP log lines
         lns.table("SessionList", hub="DEFAULT")   # vpncmd, parsed: [{"Session Name": ...}]
         lns.vpncmd("UserList", hub="DEFAULT")     # any vpncmd script; .output, .commands
+        lns.disconnect(lns.l2tp_sessions()[0])    # the server ends a client's session
+        lns.stop()                                # SIGKILL: gone without a word to anyone
+        lns.start()                               # the same server again (fresh state)
 
 With ``bridge=True`` a tap device ``tap_<tap_name>`` joins the hub; it is moved to
 ``lan_namespace`` (``on_site``: the site's LAN namespace) and given ``lan_host``
@@ -46,7 +49,13 @@ Quirks of this build (see also /work/shared/PEERS.md):
 - It prints cookies and SPIs in hex without leading zeros (``Responder Cookie:
   0xDF95E78FEF8242F``).
 - It can wedge (100% CPU, SIGTERM ignored) after a client vanished without StopCCN; so
-  one fresh server per test, and ``stop()`` is a SIGKILL.
+  one fresh server per test, and ``stop()`` is a SIGKILL.  ``start()`` again after
+  ``stop()`` (or ``restart()``) brings up the same server in place with the same settings
+  and fresh state (a new config, no memory of earlier clients): a server that crashed and
+  came back.  Its output goes on in ``vpnserver.out`` (``output_marks``: where each run's
+  output begins); ``pids`` lists every process it ran.
+- ``SessionDisconnect`` of an L2TP client's session (``disconnect``) ends it with a CDN
+  (result 3, administrative) inside the tunnel; the IPsec SAs stay.
 - **192.0.2.254 is unusable as a peer address**: this build marks an IPv6 address in its
   ``IP`` struct by setting the IPv4 part to 192.0.2.254 (``Mayaqua/Network.c``:
   ``SetIP6``/``IsIP6``), so a client at 192.0.2.254 becomes ``::`` ("IPsec Client 1
@@ -96,6 +105,7 @@ PACKET_LINE = re.compile(r"^\d{4}-\d\d-\d\d,\d\d:\d\d:\d\d\.\d{3},")
 #: The vpncmd prompt that starts each command's output in a transcript.
 _PROMPT = re.compile(r"^VPN Server(?:/\S+)?>(.*)$", re.MULTILINE)
 _SAFE = re.compile(r"^[A-Za-z0-9_.@+=,:%-]+$")
+_SESSION_NAME = re.compile(r"^SID-[A-Za-z0-9_.@+=,:%\[\]-]+$")
 
 #: Mount the private directories over the compiled-in ones, then exec the command.
 #: /etc/resolv.conf first (if it is a symlink into /run it would dangle afterwards, which
@@ -290,6 +300,9 @@ class SoftetherServer:
         self.out = self.dir / "vpnserver.out"
         self.vpncmd_log = self.dir / "vpncmd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: every vpnserver process started, and where each one's output begins in ``output()``
+        self.pids: list[int] = []
+        self.output_marks: list[int] = []
         self.timings: dict[str, float] = {}
         self._password_set = False
         self._scripts = 0
@@ -444,22 +457,30 @@ declare root
         """Start vpnserver, configure it with vpncmd and wait until IKE is served.
 
         Raises LabError (with the tail of its output) if any step fails or takes longer
-        than ``timeout`` in all; the server is stopped then.
+        than ``timeout`` in all; the server is stopped then.  After ``stop()`` it starts
+        the same server again, from a fresh config (its output is appended).
         """
         if self.proc is not None:
             raise LabError(f"SoftEther in {self.namespace} is already running")
+        start = time.monotonic()
+        deadline = start + timeout
+        again = bool(self.pids)
+        if again and self.settings.bridge:
+            # the tap of the last run goes with its fd; make sure, or the new one cannot move in
+            self._wait(lambda: not self._link_exists(self.lan_namespace, self.tap_device), deadline,
+                       f"{self.tap_device} of the previous run still in {self.lan_namespace}")
         self.write_config()
         self.timings = {}
         self._password_set = False
-        start = time.monotonic()
-        deadline = start + timeout
         cmd = ["ip", "netns", "exec", self.namespace, "unshare", "--mount", "--propagation", "private",
                "sh", "-c", _MOUNTS, "sh", str(self.root), VPNSERVER, "start", "--foreground"]
-        with self.out.open("wb") as out:
+        self.output_marks.append(len(self.output()) if again else 0)
+        with self.out.open("ab" if again else "wb") as out:
             # ip netns exec, unshare and sh all exec the next: proc.pid ends up being
             # vpnserver; its own session lets stop() kill everything it started.
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True, cwd="/")
+        self.pids.append(self.proc.pid)
         try:
             self._wait(lambda: (self.address, ADMIN_PORT, 0x0A) in _sockets(self.pid_or_fail(), "tcp"),
                        deadline, f"TCP {self.address}:{ADMIN_PORT} (vpncmd) not listening")
@@ -504,13 +525,15 @@ declare root
         udp = {(a, p) for a, p, _ in _sockets(self.pid_or_fail(), "udp")}
         return {(self.address, 500), (self.address, 4500)} <= udp
 
+    @staticmethod
+    def _link_exists(namespace: str, device: str) -> bool:
+        return subprocess.run(["ip", "-n", namespace, "link", "show", device],
+                              capture_output=True, check=False).returncode == 0
+
     def _setup_lan(self, deadline: float) -> None:
         """Move the tap into the LAN namespace (if one was given) and address it."""
-        def tap_present() -> bool:
-            return subprocess.run(["ip", "-n", self.namespace, "link", "show", self.tap_device],
-                                  capture_output=True, check=False).returncode == 0
-
-        self._wait(tap_present, deadline, f"no {self.tap_device} in {self.namespace} after BridgeCreate")
+        self._wait(lambda: self._link_exists(self.namespace, self.tap_device), deadline,
+                   f"no {self.tap_device} in {self.namespace} after BridgeCreate")
         lan = self.lan_namespace
         steps = []
         if lan != self.namespace:
@@ -546,6 +569,11 @@ declare root
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired as exc:
             raise LabError(f"vpnserver {proc.pid} in {self.namespace} survived SIGKILL") from exc
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """SIGKILL it and start it again in place (same settings, fresh state)."""
+        self.stop()
+        self.start(timeout)
 
     def __enter__(self) -> Self:
         self.start()
@@ -591,6 +619,23 @@ declare root
         """Run one vpncmd command and parse its table, e.g. ``table("SessionList",
         hub="DEFAULT")``, ``table("DhcpTable", hub="DEFAULT")``, ``table("IPsecGet")``."""
         return self.vpncmd(command, hub=hub).table(command)
+
+    def sessions(self, hub: str | None = None) -> list[dict[str, str]]:
+        """The hub's sessions (``SessionList``): SecureNAT, the bridge and the clients', each
+        ``{"Session Name": "SID-BRANCH1-[L2TP]-3", "User Name": "branch1", "Source Host
+        Name": "192.0.2.1", ...}``."""
+        return self.table("SessionList", hub=hub or self.settings.hub)
+
+    def l2tp_sessions(self, user: str | None = None, hub: str | None = None) -> list[str]:
+        """The names of the L2TP clients' sessions (of ``user``, if given)."""
+        return [row["Session Name"] for row in self.sessions(hub)
+                if "[L2TP]" in row.get("Session Name", "") and (user is None or row.get("User Name") == user)]
+
+    def disconnect(self, session: str, hub: str | None = None) -> None:
+        """End a session as the administrator does (``SessionDisconnect``)."""
+        if not _SESSION_NAME.match(session):
+            raise LabError(f"session name {session!r}: not one SoftEther gives (SID-USER-[L2TP]-3)")
+        self.vpncmd(f"SessionDisconnect {session}", hub=hub or self.settings.hub)
 
     def lan_command(self, *cmd: str) -> list[str]:
         """``cmd`` as run on the LAN host (in the tap's namespace), for subprocess."""

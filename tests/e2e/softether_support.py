@@ -53,17 +53,18 @@ SOFTETHER = [
 def softether_lab(prefix: str, workdir: Path,
                   settings: SoftetherSettings | None = None) -> Iterator[tuple[Topology, SoftetherServer]]:
     """A fresh lab with SoftEther on the branch gateway (198.51.100.1); on failure its
-    log tail is printed; afterwards no namespace and no vpnserver is left."""
+    log tail is printed; afterwards no namespace and no vpnserver is left (of every run,
+    if the test restarted it)."""
     with lab(prefix) as topology:
         server = SoftetherServer.on_site(topology, topology.branch, Path(workdir) / "lns", settings)
         with server:
-            pid = server.pid
             try:
                 yield topology, server
             except BaseException:
                 print(server.log_tail(80))
                 raise
-        assert pid is not None and not Path(f"/proc/{pid}").exists(), f"vpnserver {pid} survived stop()"
+        alive = [pid for pid in server.pids if Path(f"/proc/{pid}").exists()]
+        assert server.pids and not alive, f"vpnserver {alive} survived stop()"
     assert_lab_gone(prefix)
 
 

@@ -500,6 +500,36 @@ def test_stop_leaves_nothing_and_a_fresh_server_starts(tmp_path: Path) -> None:
     assert_lab_gone(prefix)
 
 
+def test_restart_in_place(tmp_path: Path) -> None:
+    """stop() then start() (or restart()): the same server again with fresh state, as after
+    a crash; its output goes on in the same file; the tap comes back as the LAN host."""
+    settings = SoftetherSettings(psk=PSK, bridge=True, users=[("branch1", "secret")])
+    with softether_lab(f"{PREFIX}rs-", tmp_path, settings) as (topo, server):
+        first = server.pid
+        server.vpncmd("UserCreate extra /GROUP:none /REALNAME:none /NOTE:none", hub="DEFAULT")
+        server.stop()
+        assert first is not None and not Path(f"/proc/{first}").exists()
+        tap = topo.ns(topo.branch.lan_ns, "ip", "link", "show", server.tap_device, check=False)
+        assert tap.returncode != 0  # the tap went with it
+        began = time.monotonic()
+        server.restart()  # stop() of a stopped server is a no-op
+        took = time.monotonic() - began
+        second = server.pid
+        assert second is not None and second != first and server.pids == [first, second]
+        assert len(server.output_marks) == 2 and 0 == server.output_marks[0] < server.output_marks[1]
+        text = server.output()
+        assert text.count("IPsec Module: The IPsec ver 2.0") == 2, text[-2000:]
+        assert "IPsec Module" in text[server.output_marks[1]:]
+        users = [u["User Name"] for u in server.table("UserList", hub="DEFAULT")]
+        assert users == ["branch1"], users  # fresh state: the user made at run time is gone
+        assert server.ike_bound()
+        assert topo.ping(topo.branch.lan_ns, SECURENAT, count=3, interval=0.1) == (3, 3), server.log_tail()
+        assert server.l2tp_sessions() == []  # SecureNAT and the bridge only
+        with pytest.raises(LabError, match="session name"):
+            server.disconnect("SID-X; rm")
+        print(f"\nrestart in place: {took:.2f} s ({server.timings})")
+
+
 def test_log_and_vpncmd_helpers(tmp_path: Path) -> None:
     settings = SoftetherSettings(psk=PSK, users=[("branch1", "secret"), ("road2", "warrior")])
     with softether_lab(f"{PREFIX}lg-", tmp_path, settings) as (topo, server):
