@@ -321,6 +321,15 @@ class Gateway:
         while d.log:
             line = d.log.pop(0)
             event(log, line.what, getattr(logging, line.level.upper(), logging.INFO), **dict(line.fields))
+        restarts, d.ipsec_restarts = d.ipsec_restarts, []
+        if restarts and self.ike is not None:
+            # The L2TP tunnel died inside live SAs (an LNS restarted without DPD): fresh
+            # IPsec SAs, then the LAC dials again once they are up.
+            now = time.monotonic()
+            for name in restarts:
+                self.ike.terminate(name, now)
+                self.ike.initiate(name, now)
+            self._ike_flush()
         self._dialup_timer.set()
 
     async def _dialup_timers(self) -> None:
