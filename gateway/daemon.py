@@ -7,12 +7,12 @@ sockets, timers and signals.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
-from gateway.tunnels import TunnelTable
+from gateway.tunnels import TrafficTotals, TunnelTable
 
 log = logging.getLogger("gateway")
 
@@ -541,13 +541,12 @@ class Gateway:
         now = time.monotonic()
         ike_sas = self.ike.sas(now) if self.ike is not None else []
         conns = self.config.connections
-        sa_states: dict[tuple[int, str], int] = {}
-        child_states: dict[tuple[int, str], int] = {}
+        sa_states: Counter[tuple[int, str]] = Counter()
+        child_states: Counter[tuple[int, str]] = Counter()
         for sa in ike_sas:
             version = conns[sa["name"]].ike.version if sa["name"] in conns else 0
-            sa_states[version, sa["state"]] = sa_states.get((version, sa["state"]), 0) + 1
-            for child in sa["children"]:
-                child_states[version, child["state"]] = child_states.get((version, child["state"]), 0) + 1
+            sa_states[version, sa["state"]] += 1
+            child_states.update((version, child["state"]) for child in sa["children"])
         snap["ike_sa_states"] = [{"version": v, "state": st, "count": n}
                                  for (v, st), n in sa_states.items()]
         snap["child_sa_states"] = [{"version": v, "state": st, "count": n}
@@ -561,13 +560,9 @@ class Gateway:
                 expected = conn.ike.start == "start"
                 tunnels.append({"connection": name, "up": up, "expected": expected, **vars(totals)})
             elif name in self.tunnels:
-                manual = self.tunnels[name]
-                tunnels.append({"connection": name, "up": True, "expected": True,
-                                "packets_in": manual.inbound.counters.packets,
-                                "bytes_in": manual.inbound.counters.bytes,
-                                "drops_in": manual.inbound.counters.drops,
-                                "packets_out": manual.outbound.counters.packets,
-                                "bytes_out": manual.outbound.counters.bytes})
+                totals = TrafficTotals()
+                totals.add(self.tunnels[name])
+                tunnels.append({"connection": name, "up": True, "expected": True, **vars(totals)})
         snap["tunnels"] = tunnels
         snap["pools"] = [{"pool": name, "used": pool.in_use, "total": pool.size}
                          for name, pool in self.pools.items()]
@@ -578,19 +573,10 @@ class Gateway:
         the event loop, so it never sees the daemon's state half-changed."""
         loop = asyncio.get_running_loop()
 
-        def call() -> Any:
-            done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        async def on_loop() -> Any:
+            return func()
 
-            def run() -> None:
-                try:
-                    done.set_result(func())
-                except BaseException as exc:
-                    done.set_exception(exc)
-
-            loop.call_soon_threadsafe(run)
-            return done.result(timeout=10)
-
-        return call
+        return lambda: asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout=10)
 
     # -- control ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -607,14 +593,13 @@ class Gateway:
         snap = self.snapshot()
         connections = []
         for name, tunnel in self.tunnels.items():
-            out_sa, in_sa = tunnel.outbound, tunnel.inbound
+            totals = TrafficTotals()
+            totals.add(tunnel)
             connections.append({
                 "name": name, "state": "up", "keying": "manual", "mode": tunnel.policy.mode.value,
-                "peer": str(out_sa.remote), "local": [str(n) for n in tunnel.local_subnets],
-                "remote": [str(n) for n in tunnel.remote_subnets], "algorithm": out_sa.algorithm,
-                "packets_out": out_sa.counters.packets, "bytes_out": out_sa.counters.bytes,
-                "packets_in": in_sa.counters.packets, "bytes_in": in_sa.counters.bytes,
-                "drops_in": in_sa.counters.drops,
+                "peer": str(tunnel.outbound.remote), "local": [str(n) for n in tunnel.local_subnets],
+                "remote": [str(n) for n in tunnel.remote_subnets], "algorithm": tunnel.outbound.algorithm,
+                **vars(totals),
             })
         connections += self._ike_connections()
         backend = self.backend
@@ -633,7 +618,7 @@ class Gateway:
                 **self.ike_stats.status(),
                 "dropped": dict(self.ike.counters) if self.ike else {},
             },
-            "dialup": self.dialup.summary() if self.dialup is not None else None,
+            "dialup": snap.get("dialup"),
         }
 
     def _ike_connections(self) -> list[dict[str, Any]]:

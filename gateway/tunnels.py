@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.crypto.algorithms import EspSuite
 from gateway.dataplane.engine import Dataplane
@@ -44,6 +45,13 @@ def selector_pairs(local_ts: tuple[TsRange, ...], remote_ts: tuple[TsRange, ...]
     return tuple(pairs)
 
 
+class SaPair(Protocol):
+    """Anything with an inbound and an outbound SA: a negotiated pair, a manual tunnel."""
+
+    inbound: SecurityAssociation
+    outbound: SecurityAssociation
+
+
 @dataclass
 class TrafficTotals:
     packets_in: int = 0
@@ -52,7 +60,7 @@ class TrafficTotals:
     packets_out: int = 0
     bytes_out: int = 0
 
-    def add(self, pair: ChildPair) -> None:
+    def add(self, pair: SaPair) -> None:
         self.packets_in += pair.inbound.counters.packets
         self.bytes_in += pair.inbound.counters.bytes
         self.drops_in += pair.inbound.counters.drops

@@ -79,7 +79,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from appliance.lab.topology import LabError, Site, Topology, signal_group
+from appliance.lab.topology import LabError, Site, Topology, signal_group, wait_text
 
 VPNSERVER = "/usr/libexec/softether/vpnserver/vpnserver"
 VPNCMD = "/usr/libexec/softether/vpncmd/vpncmd"
@@ -678,16 +678,8 @@ declare root
 
     def wait_log(self, pattern: str, timeout: float = 10.0, start: int = 0) -> re.Match[str]:
         """Wait until ``pattern`` (a regex) appears in its output after character ``start``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.output(), start)
-            if match:
-                return match
-            if time.monotonic() > deadline:
-                raise LabError(f"{pattern!r} not in the SoftEther log ({self.namespace}) within "
-                               f"{timeout}s\n{self.log_tail()}")
-            time.sleep(0.05)
+        return wait_text(self.output, pattern, timeout, start, f"the SoftEther log ({self.namespace})",
+                         self.log_tail)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of its output (and of any log file), for error messages."""

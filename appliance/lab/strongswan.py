@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from appliance.lab.topology import LabError, Site, Topology, signal_group
+from appliance.lab.topology import LabError, Site, Topology, signal_group, wait_text
 
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
@@ -625,16 +625,8 @@ charon {{
 
     def wait_log(self, pattern: str, timeout: float = 10, start: int = 0) -> re.Match[str]:
         """Wait until ``pattern`` (a regex) appears in the log after character ``start``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.log_text(), start)
-            if match:
-                return match
-            if time.monotonic() > deadline:
-                raise LabError(f"{pattern!r} not in the log of {self.site.gw_ns} within "
-                               f"{timeout}s\n{self.log_tail()}")
-            time.sleep(0.05)
+        return wait_text(self.log_text, pattern, timeout, start, f"the log of {self.site.gw_ns}",
+                         self.log_tail)
 
     def log_text(self) -> str:
         """charon's whole log file."""

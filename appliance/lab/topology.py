@@ -17,10 +17,12 @@ router's hq-side address) with rewritten source ports, as behind a home router.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -34,6 +36,21 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+def wait_text(read: Callable[[], str], pattern: str, timeout: float, start: int, what: str,
+              tail: Callable[[], str]) -> re.Match[str]:
+    """Wait until ``pattern`` (a regex) appears in ``read()`` after character ``start``; a
+    LabError naming ``what`` (and ``tail()``) if it does not within ``timeout`` seconds."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        match = regex.search(read(), start)
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise LabError(f"{pattern!r} not in {what} within {timeout}s\n{tail()}")
+        time.sleep(0.05)
 
 
 def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
