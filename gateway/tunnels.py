@@ -90,6 +90,9 @@ class ConnectionTunnel:
     local_nets: list[ipaddress.IPv4Network] = field(default_factory=list)
     #: counters of the pairs already deleted (rekeys replace SAs; totals must not drop)
     retired: TrafficTotals = field(default_factory=lambda: TrafficTotals())
+    #: the configured selectors of a trap (demand-dial): what the policy returns to
+    #: when the last pair goes
+    trap: tuple[SelectorPair, ...] = ()
 
     def totals(self) -> TrafficTotals:
         """Packets and bytes each way over the tunnel's whole life, across rekeys."""
@@ -157,6 +160,31 @@ class TunnelTable:
         tunnel.local_nets = sorted(set(tunnel.local_nets) | set(local_nets))
         return tunnel, new_routes
 
+    def install_trap(self, name: str, selectors: tuple[SelectorPair, ...], mode: Mode, *,
+                     hold: int = 0, fallback_clear: bool = False) -> ConnectionTunnel:
+        """A policy without SAs, installed before any negotiation (a "trap", RFC 4301 5.1.1):
+        its first packet asks IKE for SAs and waits in the hold queue meanwhile."""
+        tunnel = self.tunnels.get(name)
+        if tunnel is not None:
+            return tunnel
+        policy = Policy(name, selectors, mode=mode, hold=hold, fallback_clear=fallback_clear)
+        tunnel = ConnectionTunnel(name, policy, trap=selectors,
+                                  remote_nets=sorted({p.remote.network for p in selectors}),
+                                  local_nets=sorted({p.local.network for p in selectors}))
+        self.tunnels[name] = tunnel
+        self.engine.install_policy(policy)
+        return tunnel
+
+    def remove(self, name: str) -> ConnectionTunnel | None:
+        """Forget a tunnel and its policy (its connection was removed from the config)."""
+        tunnel = self.tunnels.pop(name, None)
+        if tunnel is not None:
+            for pair in tunnel.pairs.values():
+                self.engine.remove_inbound(pair.inbound)
+            self.engine.remove_policy(name)
+            self.engine.discard_held(name)
+        return tunnel
+
     def of_connection(self, connection: str) -> list[ConnectionTunnel]:
         """The tunnels of a connection: its own, or one per peer (``name@address:port``) when
         it answers any peer."""
@@ -170,10 +198,15 @@ class TunnelTable:
 
     def _switch(self, tunnel: ConnectionTunnel, pair: ChildPair) -> None:
         """Point the connection's policy at this pair's outbound SA."""
+        self._replace(tunnel, Policy(tunnel.name, pair.outbound.selectors, mode=tunnel.policy.mode,
+                                     esp_out=pair.outbound))
+
+    def _replace(self, tunnel: ConnectionTunnel, policy: Policy) -> None:
+        old = tunnel.policy
+        policy.hold, policy.fallback_clear = old.hold, old.fallback_clear
         self.engine.remove_policy(tunnel.name)
-        tunnel.policy = Policy(tunnel.name, pair.outbound.selectors, mode=tunnel.policy.mode,
-                               esp_out=pair.outbound)
-        self.engine.install_policy(tunnel.policy)
+        tunnel.policy = policy
+        self.engine.install_policy(policy)
 
     def activate(self, connection: str, spi_in: int) -> None:
         """``connection`` is the event's tunnel key (its connection unless it names a tunnel)."""
@@ -197,6 +230,5 @@ class TunnelTable:
             else:
                 # Keep the policy (and routes): traffic waits for the next SA as a
                 # counted "no_sa" drop instead of leaking in clear.
-                self.engine.remove_policy(tunnel.name)
-                tunnel.policy = Policy(tunnel.name, tunnel.policy.selectors, mode=tunnel.policy.mode)
-                self.engine.install_policy(tunnel.policy)
+                self._replace(tunnel, Policy(tunnel.name, tunnel.trap or tunnel.policy.selectors,
+                                             mode=tunnel.policy.mode))

@@ -21,6 +21,8 @@ class DropReason(enum.StrEnum):
     NO_POLICY = "no_policy"  # outbound packet no policy covers
     POLICY_DISCARD = "policy_discard"
     NO_SA = "no_sa"  # policy says protect but there is no SA yet
+    HOLD_FULL = "hold_full"  # a demand-dial queue was full while the tunnel came up
+    HOLD_EXPIRED = "hold_expired"  # held packets whose tunnel did not come up
     SEQ_EXHAUSTED = "seq_exhausted"
     EDGE_FILTER = "edge_filter"
     CLEAR_L2TP = "clear_l2tp"

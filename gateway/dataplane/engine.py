@@ -92,6 +92,9 @@ class Dataplane:
         #: remote subnets of a LAC): looked up before the SPD
         self.links: dict[int, Link] = {}
         self.link_nets: list[tuple[int, int, Link]] = []  # (network, mask, link)
+        #: packets waiting for a demand-dialed tunnel, by policy name (`Policy.hold`)
+        self.held: dict[str, deque[bytes]] = {}
+        self.held_total = 0
 
     # -- configuration -------------------------------------------------------------
     def install_inbound(self, sa: SecurityAssociation) -> None:
@@ -168,10 +171,7 @@ class Dataplane:
             return SEND_ESP, data, (sa.remote_str, 0)
         sa = policy.ah_out
         if sa is None:
-            if not policy.acquired:  # once until an SA is installed: a flood makes one event
-                policy.acquired = True
-                self.events.append(Acquire(policy.name))
-            raise Dropped(DropReason.NO_SA)
+            return self._without_sa(policy, packet)
         if policy.mode is Mode.TUNNEL:
             header = ip.build_header(sa.local_packed, sa.remote_packed, ip.PROTO_AH, 0,
                                      ident=self._next_ident())
@@ -185,6 +185,47 @@ class Dataplane:
         sa.counters.packets += 1
         sa.counters.bytes += len(packet)
         return SEND_IP, data, (sa.remote_str, 0)
+
+    def _without_sa(self, policy: Policy, packet: bytes) -> Transmit | None:
+        """A protecting policy without an SA: ask for one (RFC 4301 5.1.1, once until it is
+        installed, so a flood makes one event), and meanwhile hold the packet (demand-dial),
+        send it in clear ("request security") or drop it."""
+        if not policy.acquired:
+            policy.acquired = True
+            self.events.append(Acquire(policy.name))
+        if policy.fallback_clear:
+            return SEND_IP, packet, (inet_ntoa(packet[16:20]), 0)
+        if policy.hold:
+            queue = self.held.get(policy.name)
+            if queue is None:
+                queue = self.held[policy.name] = deque()
+            if len(queue) >= policy.hold:
+                raise Dropped(DropReason.HOLD_FULL)  # the first packets matter most: keep them
+            queue.append(packet)
+            self.held_total += 1
+            return None
+        raise Dropped(DropReason.NO_SA)
+
+    def release_held(self, name: str) -> list[Transmit]:
+        """The packets held for a policy, sent now that it has an SA (in arrival order)."""
+        queue = self.held.get(name)
+        policy = next((p for p in self.spd if p.name == name), None)
+        if not queue or policy is None or (policy.esp_out is None and policy.ah_out is None):
+            return []
+        del self.held[name]
+        out = []
+        for packet in queue:
+            sent = self.outbound(packet)
+            if sent is not None:
+                out.append(sent)
+        return out
+
+    def discard_held(self, name: str) -> int:
+        """Drop what a policy held: its tunnel did not come up."""
+        queue = self.held.pop(name, None)
+        for _ in queue or ():
+            self.drops.count(DropReason.HOLD_EXPIRED)
+        return len(queue or ())
 
     def link_for(self, dst: int) -> Link | None:
         link = self.links.get(dst)

@@ -35,6 +35,10 @@ class Policy:
     ah_out: SecurityAssociation | None = None
     hits: int = field(default=0)
     acquired: bool = field(default=False)  # an Acquire was reported since the SA went
+    #: without an SA: hold up to this many packets until one is installed (demand-dial)
+    hold: int = 0
+    #: without an SA: send in clear while one is negotiated ("request security")
+    fallback_clear: bool = False
 
     @property
     def uses_ports(self) -> bool:
