@@ -7,6 +7,7 @@ sockets, timers and signals.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -18,12 +19,15 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import LoadedConfig
-from gateway.config.model import ManualSa
+from gateway.config.model import L2tpClient, ManualSa
 from gateway.control.protocol import ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
 from gateway.dataplane.sa import Mode, SecurityAssociation
-from gateway.dialup.service import DialupService
+from gateway.dataplane.selectors import SelectorPair, TrafficSelector
+from gateway.dataplane.spd import Policy
+from gateway.demand import DemandDialer, DemandSettings
+from gateway.dialup.service import DialupService, LacEvent
 from gateway.ike.endpoints import IkeEndpoints
 from gateway.ike.events import (
     AuthFailed,
@@ -49,6 +53,11 @@ log = logging.getLogger("gateway")
 
 HOUSEKEEPING_SECONDS = 1.0
 DROP_REPORT_SECONDS = 10.0
+#: a LAC hung up for being idle: time for its StopCCN to go out before IKE deletes the SAs
+LAC_HANGUP_GRACE = 0.5
+ANY = ipaddress.IPv4Network("0.0.0.0/0")
+#: the SPD priority of traps that only catch what the per-peer tunnels leave
+TRAP_BEHIND = 5000
 
 
 class StartupError(RuntimeError):
@@ -99,6 +108,16 @@ class Gateway:
         self._dialup_task: asyncio.Task[None] | None = None
         self._dialup_timer = asyncio.Event()
         self.ike_stats = IkeStats()
+        #: demand-dial interfaces by connection, and their trap policies' names
+        self.demand: dict[str, DemandDialer] = {}
+        self._trap_of: dict[str, str] = {}
+        for name, conn in cfg.connections.items():
+            dd = conn.demand_dial
+            if dd is not None and conn.keying == "ike":
+                idle = float(dd.idle_timeout) if dd.idle_timeout is not None else None
+                self.demand[name] = DemandDialer(name, DemandSettings(
+                    idle, dd.persistent, float(dd.dial_timeout), float(dd.redial_min), float(dd.redial_max)))
+        self._engine_pending = False
         self._ike_wake = asyncio.Event()
         self._ike_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -147,6 +166,7 @@ class Gateway:
         if cfg.edge.nftables:
             self._apply_edge()
         self.backend.ike_handler = self._ike_datagram
+        self.engine.on_event = self._engine_wake
         event(log, "dataplane.started", backend=self.backend.name, tun=self.backend.tun_name,
               mtu=cfg.dataplane.tun_mtu, public=str(cfg.gateway.public_address))
         peers = []
@@ -160,6 +180,7 @@ class Gateway:
             tunnel = build_manual(name, conn, cfg.gateway.public_address,
                                   cfg.dataplane.replay_window)
             await self._install(tunnel)
+        await self._install_traps()
         self._start_ike(peers)
         await self.control.start()
         if cfg.metrics.listen is not None:
@@ -253,6 +274,8 @@ class Gateway:
             if self.dialup is not None:
                 self.dialup.ipsec_up(ev.tunnel or ev.connection, ev.connection, time.monotonic())
                 self._dialup_flush()
+            if ev.connection in self.demand and not self._carries_l2tp(ev.connection):
+                self._demand_connected(ev.connection, time.monotonic())
         elif isinstance(ev, ChildSaActivate):
             self.ike_tunnels.activate(ev.tunnel or ev.connection, ev.spi_in)
         elif isinstance(ev, ChildSaDown):
@@ -263,6 +286,9 @@ class Gateway:
             if self.dialup is not None and (remaining is None or not remaining.pairs):
                 self.dialup.ipsec_down(key, time.monotonic())
                 self._dialup_flush()
+            if ev.connection in self.demand and (remaining is None or not remaining.pairs) \
+                    and not self._carries_l2tp(ev.connection):
+                self._demand_down(ev.connection, time.monotonic(), ev.reason)
             event(log, "child.down", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
                   spi_out=f"0x{ev.spi_out:08x}", reason=ev.reason)
         elif isinstance(ev, IkeSaUp):
@@ -278,9 +304,13 @@ class Gateway:
         elif isinstance(ev, AuthFailed):
             event(log, "ike.auth_failed", logging.WARNING, connection=ev.connection, peer=ev.remote,
                   reason=ev.reason, detail=ev.detail)
+            if ev.connection in self.demand:
+                self._demand_failed(ev.connection, time.monotonic(), f"authentication failed ({ev.reason})")
         elif isinstance(ev, NegotiationFailed):
             event(log, "ike.negotiation_failed", logging.WARNING, connection=ev.connection, peer=ev.remote,
                   stage=ev.stage, reason=ev.reason, detail=ev.detail)
+            if ev.connection in self.demand and self.demand[ev.connection].state == "dialing":
+                self._demand_failed(ev.connection, time.monotonic(), f"{ev.stage}: {ev.reason}")
         elif isinstance(ev, PeerDead):
             event(log, "ike.peer_dead", logging.WARNING, connection=ev.connection, ike_sa=ev.ike_sa,
                   peer=ev.remote, action=ev.action)
@@ -315,12 +345,25 @@ class Gateway:
             self.backend.transmit(d.transmits.pop(0))
         while d.to_tun:
             self.backend.write_tun(d.to_tun.pop(0))
+        changes = []
         while d.host_changes:
             c = d.host_changes.pop(0)
-            self._spawn(self.backend.link_change(c.op, c.network, c.source))
+            changes.append(self._spawn(self.backend.link_change(c.op, c.network, c.source)))
+            if c.op == "address_del":
+                # the TUN's last address going takes every route through it (the kernel's
+                # fib_disable_ip): the tunnels' routes go back in
+                changes.append(self._spawn(self._restore_routes()))
         while d.log:
             line = d.log.pop(0)
             event(log, line.what, getattr(logging, line.level.upper(), logging.INFO), **dict(line.fields))
+        while d.lac_events:
+            lac_event = d.lac_events.pop(0)
+            if lac_event.what == "up" and changes:
+                # the held packets go once the link's address and routes are on the host:
+                # their replies come back to that address
+                self._spawn(self._after(changes, self._lac_event, lac_event))
+            else:
+                self._lac_event(lac_event)
         restarts, d.ipsec_restarts = d.ipsec_restarts, []
         if restarts and self.ike is not None:
             # The L2TP tunnel died inside live SAs (an LNS restarted without DPD): fresh
@@ -365,10 +408,193 @@ class Gateway:
         self._dialup_flush()
         return {"user": user, "sessions": count}
 
-    def _acquire(self, name: str) -> None:
-        """Traffic waits on a connection without SAs: with DPD action "hold" it comes back
-        up on demand (the trap that demand-dial builds on)."""
+    # -- demand-dial ---------------------------------------------------------------------------
+    async def _install_traps(self) -> None:
+        """Every site-to-site connection's routes and policy are in place from the start,
+        before any SA (a trap, RFC 4301 5.1.1): its traffic never leaks in clear while the
+        tunnel is down, and the responder has its routes before the first packet arrives.
+
+        A demand-dial interface's trap also holds the first packets and dials. A demand-dial
+        LAC's trap is a policy of its own (``NAME.demand``): once its PPP link is up, the
+        link takes those packets before the SPD sees them."""
+        for name, conn in self.config.connections.items():
+            dd = conn.demand_dial if name in self.demand else None
+            if isinstance(conn.l2tp, L2tpClient) and dd is not None:
+                trap = f"{name}.demand"
+                remote = list(conn.l2tp.remote_subnets)
+                selectors = tuple(SelectorPair(TrafficSelector(ANY), TrafficSelector(net)) for net in remote)
+                self.engine.install_policy(Policy(trap, selectors, mode=Mode.TUNNEL, hold=dd.queue))
+                for net in remote:
+                    await self.backend.link_change("route_add", net)
+            elif (conn.keying == "ike" and conn.l2tp is None and conn.mode == "tunnel"
+                  and conn.local_subnets and conn.remote_subnets):
+                trap = name
+                selectors = tuple(SelectorPair(TrafficSelector(lo), TrafficSelector(re))
+                                  for lo in conn.local_subnets for re in conn.remote_subnets)
+                # a connection that answers any peer has a tunnel per peer: its trap only
+                # keeps the rest from leaking
+                behind = TRAP_BEHIND if conn.remote == "%any" else 1000
+                tunnel = self.ike_tunnels.install_trap(name, selectors, Mode.TUNNEL, priority=behind,
+                                                       hold=dd.queue if dd is not None else 0)
+                remote = tunnel.remote_nets
+                await self.backend.route(Mode.TUNNEL, tunnel.local_nets, remote)
+            else:
+                continue
+            if dd is not None:
+                self._trap_of[trap] = name
+                event(log, "demand.ready", connection=name, remote=",".join(map(str, remote)),
+                      queue=dd.queue, idle_timeout=dd.idle_timeout, persistent=dd.persistent)
+
+    def _engine_wake(self) -> None:
+        """The dataplane queued an event (an Acquire): handle it now, not at the next tick."""
+        if not self._engine_pending:
+            self._engine_pending = True
+            asyncio.get_running_loop().call_soon(self._engine_events)
+
+    def _engine_events(self) -> None:
+        self._engine_pending = False
+        while self.engine.events:
+            ev = self.engine.events.popleft()
+            if isinstance(ev, Acquire):
+                self._acquire(ev.policy)
+            elif isinstance(ev, SaExhausted):
+                event(log, "sa.seq_exhausted", logging.ERROR, connection=ev.sa_name,
+                      spi=f"0x{ev.spi:08x}", detail="sequence numbers used up: rekey required")
+
+    def _demand_poll(self, now: float) -> None:
+        """Do what the demand-dialers want: dial, hang up idle ones, give up slow dials."""
         ike = self.ike
+        if ike is None:
+            return
+        for name, dialer in self.demand.items():
+            lac = self._carries_l2tp(name)
+            trap = self._trap_name(name)
+            if dialer.state in ("idle", "backoff"):
+                for policy in self.engine.spd:
+                    if policy.name == trap and policy.esp_out is None:
+                        policy.acquired = False  # the next packet asks again
+                if dialer.state == "idle" and self.engine.held.get(trap):
+                    dialer.trigger(now)  # packets held since the link went: dial for them
+            if dialer.state == "dialing" and not ike.negotiating(name) and dialer.since < now:
+                # the IKE attempt is over without a tunnel (no SA left at all)
+                self._demand_failed(name, now, "IKE did not come up")
+            if dialer.state == "up":
+                dialer.traffic(self.dialup.lac_packets(name) if lac and self.dialup is not None else
+                               self._tunnel_packets(name), now)
+            action = dialer.poll(now)
+            if action == "dial":
+                event(log, "demand.dial", connection=name, attempt=dialer.stats.dials,
+                      reason="persistent" if dialer.settings.persistent and not self.engine.held.get(
+                          self._trap_name(name)) else "traffic")
+                ike.initiate(name, now, keep_up=False)
+            elif action == "hangup":
+                event(log, "demand.idle_hangup", connection=name, idle=dialer.settings.idle_timeout)
+                self._hang_up(name, now)
+            elif action == "failed":
+                event(log, "demand.dial_failed", logging.WARNING, connection=name, reason=dialer.last_failure,
+                      retry_in=round(dialer.backoff, 1),
+                      dropped=self.engine.discard_held(self._trap_name(name)))
+                ike.terminate(name, now)
+        self._ike_flush()
+
+    def _demand_rows(self, now: float) -> list[dict[str, Any]]:
+        """Each demand-dial interface's state and counters (status and metrics)."""
+        return [{"connection": name, **dialer.describe(now),
+                 "held": len(self.engine.held.get(self._trap_name(name), ()))}
+                for name, dialer in self.demand.items()]
+
+    def _carries_l2tp(self, connection: str) -> bool:
+        """A LAC is up when its PPP link is, not when its IPsec SAs are."""
+        return self.dialup is not None and self.dialup.serves(connection)
+
+    def _trap_name(self, connection: str) -> str:
+        return next((t for t, c in self._trap_of.items() if c == connection), connection)
+
+    def _tunnel_packets(self, connection: str) -> int:
+        t = self.ike_tunnels.totals(connection)
+        return t.packets_in + t.packets_out
+
+    def _hang_up(self, name: str, now: float) -> None:
+        assert self.ike is not None
+        if self.dialup is not None and self.dialup.hang_up(name, now):
+            self._dialup_flush()  # StopCCN first, then the SAs it travels in
+            asyncio.get_running_loop().call_later(LAC_HANGUP_GRACE, self._terminate, name)
+        else:
+            self._terminate(name)
+
+    def _terminate(self, name: str) -> None:
+        if self.ike is not None:
+            self.ike.terminate(name, time.monotonic())
+            self._ike_flush()
+
+    def _demand_failed(self, name: str, now: float, reason: str) -> None:
+        dialer = self.demand[name]
+        if dialer.state not in ("dialing", "up"):
+            return
+        dialer.failed(now, reason)
+        dropped = self.engine.discard_held(self._trap_name(name))
+        event(log, "demand.dial_failed", logging.WARNING, connection=name, reason=reason,
+              retry_in=round(dialer.backoff, 1), dropped=dropped)
+
+    def _demand_connected(self, name: str, now: float) -> None:
+        dialer = self.demand[name]
+        if dialer.state == "up":
+            return
+        seconds = round(now - dialer.since, 3) if dialer.state == "dialing" else None
+        dialer.connected(now)
+        source = self.dialup.lac_address(name) if self._carries_l2tp(name) and self.dialup else None
+        held = self.engine.release_held(self._trap_name(name), source.packed if source else None)
+        for transmit in held:
+            self.backend.transmit(transmit)
+        event(log, "demand.up", connection=name, seconds=seconds, delivered=len(held))
+
+    def _demand_down(self, name: str, now: float, reason: str) -> None:
+        dialer = self.demand[name]
+        was = dialer.state
+        dialer.disconnected(now, reason)
+        if was == "up":
+            event(log, "demand.down", connection=name, reason=reason)
+        elif was == "dialing":
+            event(log, "demand.dial_failed", logging.WARNING, connection=name, reason=reason,
+                  retry_in=round(dialer.backoff, 1), dropped=self.engine.discard_held(self._trap_name(name)))
+
+    async def _restore_routes(self) -> None:
+        for tunnel in list(self.ike_tunnels.tunnels.values()):
+            if tunnel.policy.mode is Mode.TUNNEL and tunnel.remote_nets:
+                await self.backend.route(Mode.TUNNEL, tunnel.local_nets, tunnel.remote_nets)
+        for manual in list(self.tunnels.values()):
+            if manual.policy.mode is Mode.TUNNEL:
+                await self.backend.route(Mode.TUNNEL, manual.local_subnets, manual.remote_subnets)
+
+    @staticmethod
+    async def _after(tasks: list[asyncio.Task[Any]], then: Any, *args: Any) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        then(*args)
+
+    def _lac_event(self, ev: LacEvent) -> None:
+        if ev.connection not in self.demand:
+            return
+        now = time.monotonic()
+        if ev.what == "up":
+            self._demand_connected(ev.connection, now)
+        elif ev.what == "down":
+            was = self.demand[ev.connection].state
+            self._demand_down(ev.connection, now, ev.reason or "PPP link down")
+            if was == "up":  # dropped by the LNS (our own hang-up terminates IKE after a grace)
+                self._terminate(ev.connection)  # on hook: no IPsec SAs kept for it
+        elif ev.what == "failed":
+            self._demand_failed(ev.connection, now, ev.reason)
+            self._terminate(ev.connection)
+
+    def _acquire(self, name: str) -> None:
+        """Traffic waits on a connection without SAs: a demand-dial interface dials; with DPD
+        action "hold" a connection comes back up on demand."""
+        ike = self.ike
+        connection = self._trap_of.get(name)
+        if connection is not None:
+            self.demand[connection].trigger(time.monotonic())
+            self._demand_poll(time.monotonic())
+            return
         conn = self.config.connections.get(name)
         if ike is None or conn is None or conn.keying != "ike" or conn.dpd.action != "hold":
             return
@@ -378,10 +604,11 @@ class Gateway:
         ike.initiate(name, time.monotonic(), keep_up=False)
         self._ike_flush()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def _ike_liveness(self) -> None:
         """Traffic on a CHILD_SA proves the peer alive: no DPD needed (RFC 7296 2.4)."""
@@ -516,14 +743,10 @@ class Gateway:
     # -- periodic ------------------------------------------------------------------------
     def _housekeeping(self) -> None:
         self._ike_liveness()
-        while self.engine.events:
-            ev = self.engine.events.popleft()
-            if isinstance(ev, Acquire):
-                self._acquire(ev.policy)
-            elif isinstance(ev, SaExhausted):
-                event(log, "sa.seq_exhausted", logging.ERROR, connection=ev.sa_name,
-                      spi=f"0x{ev.spi:08x}", detail="sequence numbers used up: rekey required")
+        self._engine_events()
         now = time.monotonic()
+        if self.demand:
+            self._demand_poll(now)
         if now - self._last_drop_report >= DROP_REPORT_SECONDS:
             self._last_drop_report = now
             drops = dict(self.engine.drops)
@@ -557,7 +780,8 @@ class Gateway:
             if conn.keying == "ike":
                 totals = self.ike_tunnels.totals(name)
                 up = any(t.pairs for t in self.ike_tunnels.of_connection(name))
-                expected = conn.ike.start == "start"
+                dd = conn.demand_dial
+                expected = conn.ike.start == "start" or (dd is not None and dd.persistent)
                 tunnels.append({"connection": name, "up": up, "expected": expected, **vars(totals)})
             elif name in self.tunnels:
                 totals = TrafficTotals()
@@ -566,6 +790,7 @@ class Gateway:
         snap["tunnels"] = tunnels
         snap["pools"] = [{"pool": name, "used": pool.in_use, "total": pool.size}
                          for name, pool in self.pools.items()]
+        snap["demand"] = self._demand_rows(now)
         return snap
 
     def _on_loop(self, func: Any) -> Any:
@@ -619,6 +844,7 @@ class Gateway:
                 "dropped": dict(self.ike.counters) if self.ike else {},
             },
             "dialup": snap.get("dialup"),
+            "demand": self._demand_rows(time.monotonic()),
         }
 
     def _ike_connections(self) -> list[dict[str, Any]]:

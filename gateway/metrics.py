@@ -50,6 +50,8 @@ class GatewayCollector(Collector):
         dialup = snap.get("dialup")
         if dialup is not None:
             yield from _dialup_metrics(dialup)
+        if snap.get("demand"):
+            yield from _demand_metrics(snap["demand"])
 
 
 def _tunnel_metrics(snap: dict[str, Any]) -> Iterator[Any]:
@@ -126,6 +128,31 @@ def _dialup_metrics(dialup: dict[str, Any]) -> Iterator[Any]:
     for reason, count in dialup["drops"].items():
         drops.add_metric([reason], count)
     yield from (sessions, failures, refused, drops)
+
+
+DEMAND_STATES = ("idle", "dialing", "up", "backoff")
+
+
+def _demand_metrics(rows: list[dict[str, Any]]) -> Iterator[Any]:
+    """Demand-dial interfaces: state, dials, connects, failures, idle hang-ups, held packets."""
+    state = GaugeMetricFamily("gateway_demand_dial_state", "1 for a demand-dial interface's current state",
+                              labels=["connection", "state"])
+    held = GaugeMetricFamily("gateway_demand_dial_held_packets", "Packets waiting for the tunnel to come up",
+                             labels=["connection"])
+    counters = {key: CounterMetricFamily(f"gateway_demand_dial_{key}", text, labels=["connection"])
+                for key, text in (("dials", "Dials started (by traffic or persistence)"),
+                                  ("connects", "Dials that brought the tunnel up"),
+                                  ("failures", "Dials that failed"),
+                                  ("idle_disconnects", "Hang-ups after the idle timeout"),
+                                  ("drops", "Tunnels that went down for another reason while up"))}
+    for row in rows:
+        name = row["connection"]
+        for st in DEMAND_STATES:
+            state.add_metric([name, st], 1 if row["state"] == st else 0)
+        held.add_metric([name], row["held"])
+        for key, family in counters.items():
+            family.add_metric([name], row[key])
+    yield from (state, held, *counters.values())
 
 
 def serve(address: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

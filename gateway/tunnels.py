@@ -161,13 +161,15 @@ class TunnelTable:
         return tunnel, new_routes
 
     def install_trap(self, name: str, selectors: tuple[SelectorPair, ...], mode: Mode, *,
-                     hold: int = 0, fallback_clear: bool = False) -> ConnectionTunnel:
+                     hold: int = 0, fallback_clear: bool = False, priority: int = 1000) -> ConnectionTunnel:
         """A policy without SAs, installed before any negotiation (a "trap", RFC 4301 5.1.1):
-        its first packet asks IKE for SAs and waits in the hold queue meanwhile."""
+        its first packet asks IKE for SAs and waits in the hold queue meanwhile. A trap
+        behind other policies (a larger ``priority``) only catches what they leave."""
         tunnel = self.tunnels.get(name)
         if tunnel is not None:
             return tunnel
-        policy = Policy(name, selectors, mode=mode, hold=hold, fallback_clear=fallback_clear)
+        policy = Policy(name, selectors, mode=mode, hold=hold, fallback_clear=fallback_clear,
+                        priority=priority)
         tunnel = ConnectionTunnel(name, policy, trap=selectors,
                                   remote_nets=sorted({p.remote.network for p in selectors}),
                                   local_nets=sorted({p.local.network for p in selectors}))

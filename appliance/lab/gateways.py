@@ -158,7 +158,8 @@ class GatewayPair:
                  encapsulation: str = "none", protocol: str = "esp", mode: str = "tunnel",
                  esn: bool = True, replay_window: int = 1024, edge: bool = True,
                  log_level: str = "info", keying: str = "manual",
-                 hq_extra: dict[str, Any] | None = None) -> None:
+                 hq_extra: dict[str, Any] | None = None,
+                 branch_connection: dict[str, Any] | None = None) -> None:
         self.topology = topology
         self.workdir = Path(workdir)
         self.algorithm = algorithm
@@ -172,6 +173,8 @@ class GatewayPair:
         self.keying = keying
         #: more config sections for hq (pools, users, connections are merged in)
         self.hq_extra = hq_extra or {}
+        #: settings merged into the branch's connection to HQ (e.g. demand_dial)
+        self.branch_connection = branch_connection or {}
         self.psk = os.urandom(24).hex()
         hq, br = topology.hq, topology.branch
         self.keys = {
@@ -214,6 +217,8 @@ class GatewayPair:
         if self.mode == "tunnel":
             conn["local_subnets"] = [site.lan_subnet]
             conn["remote_subnets"] = [peer.lan_subnet]
+        if name == "branch":
+            conn.update(self.branch_connection)
         config: dict[str, Any] = {
             "gateway": {"name": name, "public_interface": "wan0", "public_address": site.gw_public,
                         "lan_interfaces": ["lan0"]},

@@ -25,6 +25,8 @@ def cross_checks(config: Config) -> list[Problem]:
         problems += _connection(base, conn, config)
         if conn.l2tp is not None:
             problems += _l2tp(base, conn, config)
+        if conn.demand_dial is not None:
+            problems += _demand_dial(base, conn)
         for other_name in names[:i]:
             other = config.connections[other_name]
             for subnet in conn.remote_subnets:
@@ -69,6 +71,35 @@ def _l2tp(base: tuple[str, ...], conn: Connection, config: Config) -> list[Probl
             out.append(Problem((*base, "remote"), "a LAC dials one LNS: give its address"))
         if l2tp.redial_min > l2tp.redial_max:
             out.append(Problem((*base, "l2tp", "redial_min"), "redial_min is longer than redial_max"))
+    return out
+
+
+def _demand_dial(base: tuple[str, ...], conn: Connection) -> list[Problem]:
+    """A demand-dial interface dials one peer, over IKE, for traffic to known subnets."""
+    out = []
+    dd = conn.demand_dial
+    assert dd is not None
+    where = (*base, "demand_dial")
+    if conn.keying != "ike":
+        out.append(Problem(where, "demand-dial needs IKE keying (manual SAs are always up)"))
+    if conn.remote == "%any":
+        out.append(Problem((*base, "remote"), "demand-dial needs the peer's address to dial"))
+    if conn.ike.start == "start":
+        out.append(Problem((*base, "ike", "start"),
+                           "a demand-dial connection starts on traffic: leave ike.start out "
+                           "(or set demand_dial.persistent to keep it up)"))
+    if conn.l2tp is not None and conn.l2tp.role == "lns":
+        out.append(Problem(where, "an LNS answers calls: demand-dial is for the LAC"))
+    elif conn.l2tp is not None and not conn.l2tp.remote_subnets:
+        out.append(Problem((*base, "l2tp", "remote_subnets"),
+                           "demand-dial over L2TP needs the remote subnets whose traffic dials"))
+    elif conn.l2tp is None and conn.mode != "tunnel":
+        out.append(Problem((*base, "mode"), "demand-dial is for tunnel mode (or an L2TP LAC)"))
+    if dd.redial_min > dd.redial_max:
+        out.append(Problem((*where, "redial_min"), "redial_min is longer than redial_max"))
+    if dd.queue == 0 and not dd.persistent:
+        out.append(Problem((*where, "queue"), "with no queue the packet that dials is dropped",
+                           warning=True))
     return out
 
 

@@ -346,6 +346,25 @@ class User(Strict):
     session_limit: Duration | None = None
 
 
+class DemandDial(Strict):
+    """A demand-dial interface (the branch router's dial-on-demand, as in Windows RRAS and
+    pppd's ``demand``): routes and a trap policy are in place from the start, the first
+    packet for the remote subnets dials, and the packets that wait meanwhile are held
+    (never sent in clear) and delivered once the tunnel is up."""
+
+    #: hang up after this long without a data packet either way (none: stay up once dialed)
+    idle_timeout: Duration | None = 300
+    #: packets held while dialing; further ones are dropped (counted hold_full)
+    queue: int = Field(32, ge=0, le=4096)
+    #: dial at start and again whenever the tunnel goes down; never hang up when idle
+    persistent: bool = False
+    #: a dial (IKE, and for a LAC L2TP and PPP too) that is not up after this long failed
+    dial_timeout: Duration = 30
+    #: after a failed dial, the next waits redial_min, doubling up to redial_max
+    redial_min: Duration = 5
+    redial_max: Duration = 120
+
+
 class Connection(Strict):
     remote: Host
     local_subnets: list[Subnet] = []
@@ -364,6 +383,8 @@ class Connection(Strict):
     pool: str | None = None
     #: L2TP/PPP over this connection's transport-mode SAs (IKEv1): an LNS or a LAC
     l2tp: Annotated[L2tpServer | L2tpClient, Field(discriminator="role")] | None = None
+    #: bring the tunnel up when traffic needs it and down when idle (`DemandDial`)
+    demand_dial: DemandDial | None = None
 
     @model_validator(mode="after")
     def _version_defaults(self) -> Connection:

@@ -95,6 +95,8 @@ class Dataplane:
         #: packets waiting for a demand-dialed tunnel, by policy name (`Policy.hold`)
         self.held: dict[str, deque[bytes]] = {}
         self.held_total = 0
+        #: called when an event is queued (an Acquire wants IKE at once, not at the next tick)
+        self.on_event: Callable[[], None] | None = None
 
     # -- configuration -------------------------------------------------------------
     def install_inbound(self, sa: SecurityAssociation) -> None:
@@ -193,6 +195,8 @@ class Dataplane:
         if not policy.acquired:
             policy.acquired = True
             self.events.append(Acquire(policy.name))
+            if self.on_event is not None:
+                self.on_event()
         if policy.fallback_clear:
             return SEND_IP, packet, (inet_ntoa(packet[16:20]), 0)
         if policy.hold:
@@ -206,14 +210,18 @@ class Dataplane:
             return None
         raise Dropped(DropReason.NO_SA)
 
-    def release_held(self, name: str) -> list[Transmit]:
-        """The packets held for a policy, sent now that it has an SA (in arrival order)."""
-        queue = self.held.get(name)
-        policy = next((p for p in self.spd if p.name == name), None)
-        if not queue or policy is None or (policy.esp_out is None and policy.ah_out is None):
+    def release_held(self, name: str, source: bytes | None = None) -> list[Transmit]:
+        """The packets held for a policy, sent now that its tunnel is up (in arrival order).
+
+        ``source``: the address a PPP link got from IPCP. This host's own packets that
+        waited for the link were sent before it had that address; they leave with it
+        (their replies come back to it), as later packets do by the link's route."""
+        queue = self.held.pop(name, None)
+        if not queue:
             return []
-        del self.held[name]
-        out = []
+        if source is not None:
+            queue = deque(p if p[12:16] == source else ip.with_source(p, source) for p in queue)
+        out = []  # a packet that still finds no SA (or link) is simply held again
         for packet in queue:
             sent = self.outbound(packet)
             if sent is not None:

@@ -86,6 +86,20 @@ def transport_checksum_fix(proto: int, src: bytes, dst: bytes, segment: bytes) -
     return bytes(seg)
 
 
+def with_source(packet: bytes, source: bytes) -> bytes:
+    """``packet`` from another source address: IPv4 and TCP/UDP checksums recomputed (a
+    packet that is a fragment past the first keeps its transport bytes as they are)."""
+    ihl = header_length(packet)
+    hdr = bytearray(packet[:ihl])
+    hdr[12:16] = source
+    hdr[10:12] = b"\0\0"
+    hdr[10:12] = checksum(bytes(hdr)).to_bytes(2, "big")
+    segment = packet[ihl:]
+    if not ((packet[6] & 0x1F) or packet[7]):
+        segment = transport_checksum_fix(packet[9], source, packet[16:20], segment)
+    return bytes(hdr) + segment
+
+
 def clamp_mss(packet: bytes, mss: int) -> bytes:
     """Lower the MSS option of a TCP SYN to ``mss`` (checksum recomputed), so that
     a connection through a link with a smaller MTU (PPP over L2TP over ESP) never sends

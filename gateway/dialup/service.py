@@ -145,6 +145,19 @@ class _Dialer:
     session: SessionKey | None = None
     next_dial: float | None = None
     backoff: float = 0.0
+    #: a demand-dial LAC: the daemon dials and redials it (`gateway.demand`), not the backoff here
+    demand: bool = False
+    linked: bool = False  # its PPP link came up since it last dialed
+
+
+@dataclass(frozen=True)
+class LacEvent:
+    """For the daemon's demand-dialer: a demand-dial LAC's link came ``up``, went ``down``,
+    or its call ``failed`` before the link came up."""
+
+    connection: str
+    what: str
+    reason: str = ""
 
 
 @dataclass
@@ -183,6 +196,8 @@ class DialupService:
         #: forgot them, and no DPD told IKE). For the daemon to take, delete and initiate
         #: again (IkeEndpoints.terminate, then initiate).
         self.ipsec_restarts: list[str] = []
+        #: what demand-dial LACs did (`LacEvent`), for the daemon to take
+        self.lac_events: list[LacEvent] = []
         #: called when there is output to send (the daemon schedules a flush)
         self.wake: Callable[[], None] | None = None
         for name, conn in config.connections.items():
@@ -199,7 +214,7 @@ class DialupService:
                 self.host_changes.append(HostChange("address_add", ipaddress.IPv4Network(local)))
                 self.host_changes.append(HostChange("route_add", pool.subnet, local))
             elif isinstance(l2tp, L2tpClient):
-                self.dialers[name] = _Dialer(name, l2tp, conn.remote)
+                self.dialers[name] = _Dialer(name, l2tp, conn.remote, demand=conn.demand_dial is not None)
 
     # -- input -------------------------------------------------------------------------------
     def receive(self, tunnel: str, peer: tuple[str, int], data: bytes, now: float) -> None:
@@ -235,7 +250,7 @@ class DialupService:
             calling = dialer.tunnel_id is not None or dialer.next_dial is not None
             dialer.tunnel_id = dialer.session = None
             dialer.next_dial = None  # dial again when IPsec is back
-            if calling:
+            if calling and not dialer.demand:
                 self._log("l2tp.redial", "warning", connection=dialer.connection, reason="IPsec SA down",
                           when="ipsec_up")
         for key in [k for k in self.sessions if k[0] == tunnel]:
@@ -269,12 +284,20 @@ class DialupService:
             self._redial_later(dialer, now, "dial failed")
             return
         self.stats["lac_dials"] += 1
+        dialer.linked = False
         self._log("l2tp.dialing", connection=dialer.connection, lns=dialer.remote, user=dialer.config.user)
         self._pump(p, now)
 
     def _redial_later(self, dialer: _Dialer, now: float, reason: str) -> None:
         """Dial again after the backoff: ``redial_min``, doubled after every failure up to
         ``redial_max``, back to ``redial_min`` once a PPP link came up."""
+        if dialer.demand:  # the daemon's demand-dialer decides when to dial again
+            dialer.next_dial = None
+            dialer.tunnel_id = dialer.session = None
+            if not dialer.linked:
+                self.lac_events.append(LacEvent(dialer.connection, "failed", reason))
+            self._log("l2tp.on_hook", connection=dialer.connection, reason=reason)
+            return
         cfg = dialer.config
         dialer.backoff = min(float(cfg.redial_max), max(float(cfg.redial_min), dialer.backoff * 2))
         dialer.next_dial = now + dialer.backoff
@@ -336,7 +359,7 @@ class DialupService:
             for key in [k for k in self.sessions if k[0] == p.tunnel and k[1].tunnel == ev.tunnel]:
                 self._session_gone(self.sessions[key], f"L2TP tunnel down ({ev.reason})", now)
             if ev.reason in ("timeout", "setup_timeout") and p.connection in self.dialers \
-                    and p.connection not in self.ipsec_restarts:
+                    and not self.dialers[p.connection].demand and p.connection not in self.ipsec_restarts:
                 # A LAC's tunnel (it opens them all): the LNS stopped answering inside IPsec. If
                 # it restarted, it forgot our SAs and drops what we send through them, and only
                 # DPD would tell IKE so (if the LNS does DPD at all): redialing through them
@@ -528,6 +551,9 @@ class DialupService:
             if ev.peer_address:
                 self.engine.links[int(ipaddress.IPv4Address(ev.peer_address))] = link
             dialer.backoff = 0.0
+            if dialer.demand:
+                dialer.linked = True
+                self.lac_events.append(LacEvent(s.connection, "up"))
         self.stats["ppp_links_up"] += 1
         self._log("ppp.up", connection=s.connection, user=s.user, method=s.method,
                   address=str(s.address), local=ev.local_address, peer=ev.peer_address,
@@ -537,10 +563,16 @@ class DialupService:
         link = s.link
         self.engine.links = {a: li for a, li in self.engine.links.items() if li is not link}
         self.engine.link_nets = [e for e in self.engine.link_nets if e[2] is not link]
-        for net in s.routed:
-            self.host_changes.append(HostChange("route_del", net))
+        dialer = self.dialers.get(s.connection) if s.role == "lac" else None
+        demand = dialer is not None and dialer.demand
         if s.role == "lac" and s.address is not None:
+            # first: removing the TUN's last address flushes every route through it
             self.host_changes.append(HostChange("address_del", ipaddress.IPv4Network(s.address)))
+        for net in s.routed:
+            # a demand-dial interface keeps its routes into the dataplane's trap
+            self.host_changes.append(HostChange("route_add", net) if demand else HostChange("route_del", net))
+        if demand and s.routed and link is not None:
+            self.lac_events.append(LacEvent(s.connection, "down", s.down_reason or ""))
         s.routed = []
 
     def _session_gone(self, s: DialSession, reason: str, now: float) -> None:
@@ -565,6 +597,31 @@ class DialupService:
     def serves(self, connection: str) -> bool:
         """Whether ``connection`` carries L2TP (its SAs need no routes: the service uses them)."""
         return connection in self.lns or connection in self.dialers
+
+    def hang_up(self, connection: str, now: float) -> bool:
+        """Hang a LAC up for good (a demand-dial interface gone idle): StopCCN, no redial."""
+        self.now = now
+        dialer = self.dialers.get(connection)
+        if dialer is None or dialer.tunnel_id is None:
+            return False
+        tunnel_id = dialer.tunnel_id
+        dialer.tunnel_id = dialer.session = None
+        dialer.next_dial = None
+        p = self.peers.get(connection)
+        if p is not None:
+            p.endpoint.close_tunnel(tunnel_id, now)
+            self._pump(p, now)
+        return True
+
+    def lac_address(self, connection: str) -> ipaddress.IPv4Address | None:
+        """Our address on a LAC's PPP link (IPCP), while it is up."""
+        return next((s.address for s in self.sessions.values()
+                     if s.connection == connection and s.role == "lac" and s.link is not None
+                     and s.routed), None)
+
+    def lac_packets(self, connection: str) -> int:
+        """Data packets both ways over a LAC's PPP sessions (its demand-dial activity)."""
+        return sum(s.packets_in + s.packets_out for s in self.sessions.values() if s.connection == connection)
 
     def kick(self, user: str, now: float) -> int:
         """End every session of ``user`` (LCP Terminate, then CDN)."""

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,19 @@ class DialinLab:
                             remote_subnets=[self.topology.hq.lan_subnet], redial_min="1s", redial_max="4s")
         return LabGateway.start(client, self.workdir, f"{client.name}-{user}", config)
 
-    def ping(self, namespace: str, address: str, count: int = 3) -> bool:
-        proc = run(["ip", "netns", "exec", namespace, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2",
-                    address], check=False)
+    def dial_on_demand(self, client: Site, user: str, idle: int) -> LabGateway:
+        """A LAC that stays on hook until traffic for the HQ LAN needs it."""
+        config = lac_config(client, remote=self.topology.hq.gw_public, psk=PSK, user=user,
+                            password=PASSWORDS[user], method="mschapv2",
+                            remote_subnets=[self.topology.hq.lan_subnet])
+        conn = config["connections"]["hq"]
+        conn["ike"] = {"start": "none"}
+        conn["demand_dial"] = {"idle_timeout": idle, "queue": 8}
+        return LabGateway.start(client, self.workdir, f"{client.name}-{user}-demand", config)
+
+    def ping(self, namespace: str, address: str, count: int = 3, wait: int = 2) -> bool:
+        proc = run(["ip", "netns", "exec", namespace, "ping", "-n", "-c", str(count), "-i", "0.2", "-W",
+                    str(wait), address], check=False)
         return proc.returncode == 0
 
 
@@ -173,3 +184,36 @@ def test_wrong_password_is_refused_logged_and_counted(dialin: DialinLab) -> None
         assert d.ping(one.gw_ns, HQ_LAN_HOST), alice.log_tail(30)
         assert [s["user"] for s in hq_sessions(d) if s["state"] == "up"] == ["alice"]
         assert "not-alices-password" not in d.hq.log_text() + mallory.log_text() + json.dumps(status)
+
+
+def test_a_demand_dial_lac_dials_for_traffic_and_hangs_up_when_idle(dialin: DialinLab) -> None:
+    """No SA at first; one ping dials IKEv1, L2TP and PPP, and is answered (the packet that
+    dialed waited and went first); idle, everything goes (PPP, L2TP, IPsec at both ends);
+    the next ping dials again."""
+    d = dialin
+    client = d.home.clients[0]
+    with d.dial_on_demand(client, "alice", idle=3) as alice:
+        time.sleep(1.0)
+        assert alice.request("sas")["ike_sas"] == [], alice.log_tail()
+        [row] = alice.request("status")["demand"]
+        assert row["state"] == "idle"
+        assert d.ping(client.gw_ns, HQ_LAN_HOST, count=1, wait=8), alice.log_tail(40)
+        log = alice.log_text()
+        assert "demand.up connection=hq" in log and "delivered=1" in log, log
+        [row] = alice.request("status")["demand"]
+        assert row["state"] == "up" and row["connects"] == 1, row
+        assert any(s["user"] == "alice" for s in hq_sessions(d))
+
+        def down() -> tuple[bool, bool]:
+            return (not alice.request("sas")["ike_sas"],
+                    not any(s["user"] == "alice" for s in hq_sessions(d)))
+        assert wait_for(down, lambda v: v == (True, True), timeout=12) == (True, True), alice.log_tail(40)
+        log = alice.log_text()
+        assert "demand.idle_hangup connection=hq" in log, log
+        [row] = alice.request("status")["demand"]
+        assert row["state"] == "idle" and row["idle_disconnects"] == 1, row
+
+        assert d.ping(client.gw_ns, HQ_LAN_HOST, count=1, wait=8), alice.log_tail(40)
+        assert alice.request("status")["drops"] == {}  # the StopCCN's ack came in before the SAs went
+        [row] = alice.request("status")["demand"]
+        assert row["connects"] == 2 and row["failures"] == 0, row
