@@ -238,3 +238,40 @@ def test_l2tp_config_mistakes() -> None:
     assert any("users.alice: give nt_hash, password_hash or password" in i for i in got), got
     assert any("connections.to-hq.l2tp: L2TP runs over IKEv1 ESP transport mode" in i for i in got), got
     assert any("connections.to-hq.local_subnets: an L2TP connection" in i for i in got), got
+
+
+DEMAND = """\
+gateway:
+  public_interface: wan0
+  public_address: 198.51.100.1
+connections:
+  hq:
+    remote: 192.0.2.1
+    local_subnets: [10.2.0.0/24]
+    remote_subnets: [10.1.0.0/24]
+    auth: {method: psk, psk: branch-key}
+    demand_dial: {idle_timeout: 5m, queue: 16}
+"""
+
+
+def test_demand_dial_defaults_and_units() -> None:
+    conn = load_config_text(DEMAND).config.connections["hq"]
+    dd = conn.demand_dial
+    assert dd is not None and dd.idle_timeout == 300 and dd.queue == 16 and not dd.persistent
+    assert (dd.dial_timeout, dd.redial_min, dd.redial_max) == (30, 5, 120)
+
+
+def test_demand_dial_mistakes() -> None:
+    got = issues(DEMAND.replace("    auth:", "    ike: {start: start}\n    auth:")
+                 .replace("queue: 16}", "queue: 16, redial_min: 10m, redial_max: 1m}"))
+    assert any("connections.hq.ike.start: a demand-dial connection starts on traffic" in i for i in got), got
+    assert any("connections.hq.demand_dial.redial_min: redial_min is longer than redial_max" in i
+               for i in got), got
+    got = issues(DEMAND.replace("remote: 192.0.2.1", "remote: '%any'"))
+    assert any("connections.hq.remote: demand-dial needs the peer's address" in i for i in got), got
+    lac = load_config_text(L2TP + "    demand_dial: {}\n").config.connections["to-hq"]
+    assert lac.demand_dial is not None  # a LAC with remote subnets dials on demand
+    lns = L2TP.replace("    l2tp: {role: lns", "    demand_dial: {}\n    l2tp: {role: lns")
+    assert any("connections.dialin.demand_dial: an LNS answers calls" in i for i in issues(lns))
+    assert load_config_text(DEMAND.replace("queue: 16", "queue: 0")).warnings[0].message.startswith(
+        "with no queue")
