@@ -1,4 +1,4 @@
-"""The `gateway` command: run the daemon, check a config, talk to a running daemon."""
+"""The `gateway` command: run the daemon, check a config, talk to a running daemon, run the PKI."""
 
 from __future__ import annotations
 
@@ -205,6 +205,128 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pki(args: argparse.Namespace) -> int:
+    """`gateway pki ...`: the logic is in appliance.pki and appliance.bundle."""
+    from appliance import bundle, pki
+
+    try:
+        if args.pki_command == "ca":
+            issuer = pki.Issued.load(args.directory, args.issuer) if args.issuer else None
+            made = pki.make_ca(args.directory, args.name, kind=args.kind, days=args.days, issuer=issuer,
+                               path_length=args.path_length, organization=args.org, overwrite=args.force)
+            _print_issued(made)
+        elif args.pki_command == "issue":
+            ca = pki.Issued.load(args.directory, args.ca)
+            if args.profile == "gateway":
+                if args.email:
+                    raise pki.PkiError("--email is for client certificates")
+                made = pki.issue_gateway(args.directory, ca, args.name, dns=args.dns, ip=args.ip,
+                                         kind=args.kind, days=args.days, organization=args.org,
+                                         overwrite=args.force)
+            else:
+                made = pki.issue_client(args.directory, ca, args.name, email=args.email, dns=args.dns,
+                                        ip=args.ip, kind=args.kind, days=args.days,
+                                        organization=args.org, overwrite=args.force)
+            _print_issued(made)
+        elif args.pki_command == "bundle":
+            material = bundle.load_material(args.directory, args.ca, args.name)
+            if args.password_file is not None:
+                password = bundle.password_from_file(args.password_file)
+            elif sys.stdin.isatty():
+                password = bundle.password_from_prompt()
+            else:
+                raise pki.PkiError("no terminal to ask for the bundle password on: give "
+                                   "--password-file FILE (- reads standard input)")
+            out = bundle.export_pkcs12(material, args.out, password, encryption=args.encryption,
+                                       overwrite=args.force)
+            print(f"wrote {out} (PKCS#12, {args.encryption}): {args.name} with its key and "
+                  f"{len(material.cas)} CA certificate(s)")
+            if args.pem is not None:
+                for path in bundle.export_pem(material, args.pem, password, overwrite=args.force):
+                    print(f"wrote {path}")
+        elif args.pki_command == "list":
+            infos = pki.inventory(args.directory)
+            if not infos:
+                print(f"no certificates in {args.directory}")
+            for info in infos:
+                print(info.summary())
+        else:  # show
+            path = args.directory / f"{args.name}.crt"
+            print("\n".join(pki.certificate_info(path).lines()))
+    except ValueError as exc:  # PkiError, and cryptography's own refusals
+        print(f"gateway pki: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_issued(made: Any) -> None:
+    from appliance import pki
+
+    print(f"wrote {made.cert_path}")
+    print(f"wrote {made.key_path} (private key, mode 0600)")
+    print("\n".join(pki.certificate_info(made.cert_path).lines()[1:]))
+
+
+def _add_pki_parser(sub: Any) -> None:
+    from pathlib import Path
+
+    kinds = ["rsa", "rsa3072", "rsa4096", "ecdsa256", "ecdsa384"]
+    pki = sub.add_parser("pki", help="a CA, gateway and client certificates, client bundles",
+                         description="A small PKI for the gateway and its IKE clients. Files live in "
+                         "DIR as NAME.crt and NAME.key (mode 0600); nothing is overwritten without --force.")
+    cmds = pki.add_subparsers(dest="pki_command", required=True, metavar="COMMAND")
+
+    p = cmds.add_parser("ca", help="make a root CA, or an intermediate CA with --issuer")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("name", metavar="NAME", help="the CA's name: its CN and file name")
+    p.add_argument("--kind", choices=kinds, default="rsa", help="key type (default rsa: RSA 2048)")
+    p.add_argument("--days", type=int, default=3650, help="validity (default 3650)")
+    p.add_argument("--issuer", metavar="CA", help="make an intermediate signed by this CA (in DIR)")
+    p.add_argument("--path-length", type=int, help="pathLenConstraint")
+    p.add_argument("--org", help="O= of the subject (default: the issuer's, else 'Gateway Lab')")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+
+    p = cmds.add_parser("issue", help="issue a gateway or client certificate")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("--ca", required=True, metavar="CA", help="the issuing CA (in DIR)")
+    p.add_argument("name", metavar="NAME", help="the certificate's CN and file name")
+    role = p.add_mutually_exclusive_group(required=True)
+    role.add_argument("--gateway", dest="profile", action="store_const", const="gateway",
+                      help="server profile: serverAuth + IKE intermediate EKUs, the names clients dial")
+    role.add_argument("--client", dest="profile", action="store_const", const="client",
+                      help="client profile: clientAuth + IKE intermediate EKUs, the client's identity")
+    p.add_argument("--dns", action="append", default=[], metavar="NAME", help="DNS name (repeatable)")
+    p.add_argument("--ip", action="append", default=[], metavar="ADDRESS", help="IP address (repeatable)")
+    p.add_argument("--email", action="append", default=[], metavar="ADDRESS",
+                   help="e-mail address, for a user's client certificate (repeatable)")
+    p.add_argument("--kind", choices=kinds, default="rsa", help="key type (default rsa: RSA 2048)")
+    p.add_argument("--days", type=int, default=825, help="validity (default 825, capped at the CA's)")
+    p.add_argument("--org", help="O= of the subject (default: the CA's)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+
+    p = cmds.add_parser("bundle", help="export a certificate, its key and CA chain as PKCS#12",
+                        description="The password is read from --password-file (the first line; - is "
+                        "standard input) or asked for on the terminal; it is never an argument.")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("--ca", required=True, metavar="CA", help="the CA that issued NAME (in DIR)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("out", type=Path, metavar="OUT.p12")
+    p.add_argument("--password-file", metavar="FILE", help="read the password from FILE (- for stdin)")
+    p.add_argument("--encryption", choices=["compat", "aes256"], default="compat",
+                   help="compat (3DES/SHA-1, imports everywhere; default) or aes256")
+    p.add_argument("--pem", type=Path, metavar="PEMDIR",
+                   help="also write NAME.crt, NAME.key (encrypted with the password) and NAME-ca.crt")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+
+    p = cmds.add_parser("list", help="list the certificates in DIR")
+    p.add_argument("directory", type=Path, metavar="DIR")
+
+    p = cmds.add_parser("show", help="show one certificate: subject, names, usages, validity, fingerprints")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("name", metavar="NAME")
+    pki.set_defaults(func=cmd_pki)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="VPN gateway appliance")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="print random keys for a manually keyed SA")
     p.add_argument("algorithm", help="e.g. aes128gcm16, aes256-sha256")
     p.set_defaults(func=cmd_keygen)
+
+    _add_pki_parser(sub)
     return parser
 
 

@@ -77,6 +77,8 @@ class PeerSettings:
     cert: Path | None = None            # -> swanctl/x509/, named in local.certs
     key: Path | None = None             # -> swanctl/rsa/, ecdsa/ or private/ (by PEM type)
     cacerts: Sequence[Path] = ()        # -> swanctl/x509ca/ (trust anchors)
+    pkcs12: Path | None = None          # -> swanctl/pkcs12/: certificate and key instead of cert/key
+    pkcs12_secret: str | None = None    # its password (a secrets.pkcs12 entry)
     send_cert: str | None = None        # always | ifasked | never
     send_certreq: bool | None = None
     name: str = "lab"                   # the connection (IKE_SA) name
@@ -319,9 +321,10 @@ charon {{
             raise LabError(f"unknown auth {s.auth!r} (psk or pubkey)")
         local = _kv("auth", s.auth) + _kv("id", self.local_id)
         if s.auth == "pubkey":
-            if s.cert is None or s.key is None:
-                raise LabError("auth=pubkey needs settings.cert and settings.key")
-            local += _kv("certs", "local" + _suffix(Path(s.cert)))
+            if s.pkcs12 is None and (s.cert is None or s.key is None):
+                raise LabError("auth=pubkey needs settings.cert and settings.key, or settings.pkcs12")
+            if s.cert is not None:
+                local += _kv("certs", "local" + _suffix(Path(s.cert)))
         local += s.extra_local
         remote = _kv("auth", s.auth) + _kv("id", self.remote_id) + s.extra_remote
         conn = (_kv("version", s.version)
@@ -354,6 +357,9 @@ charon {{
                                                          ("remote", self.remote_id))
                           if i is not None and i != "%any")
             secrets = f"  ike-{s.name} {{\n{_indent(ids, 2)}    secret = {_quote(s.psk)}\n  }}\n"
+        if s.pkcs12 is not None:
+            secrets += (f"  pkcs12-local {{\n    file = local.p12\n"
+                        f"    secret = {_quote(s.pkcs12_secret or '')}\n  }}\n")
         return (f"connections {{\n  {s.name} {{\n{_indent(conn, 2)}"
                 f"    local {{\n{_indent(local, 3)}    }}\n"
                 f"    remote {{\n{_indent(remote, 3)}    }}\n"
@@ -366,7 +372,7 @@ charon {{
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.swanctl_dir.exists():
             shutil.rmtree(self.swanctl_dir)
-        for sub in ("x509", "x509ca", "private", "rsa", "ecdsa"):
+        for sub in ("x509", "x509ca", "private", "rsa", "ecdsa", "pkcs12"):
             (self.swanctl_dir / sub).mkdir(parents=True)
         self.conf.write_text(self.strongswan_conf())
         (self.swanctl_dir / "swanctl.conf").write_text(self.swanctl_conf())
@@ -377,6 +383,10 @@ charon {{
             key = Path(s.key)
             target = self.swanctl_dir / _key_dir(key) / ("local" + _suffix(key, ".key"))
             shutil.copyfile(key, target)
+            target.chmod(0o600)
+        if s.pkcs12 is not None:
+            target = self.swanctl_dir / "pkcs12" / "local.p12"
+            shutil.copyfile(s.pkcs12, target)
             target.chmod(0o600)
         for i, ca in enumerate(s.cacerts):
             ca = Path(ca)

@@ -347,6 +347,56 @@ def test_remote_access_client_gets_virtual_ip(tmp_path: Path) -> None:
         assert received == sent, f"ping from the virtual IP: {received}/{sent}\n{gw.log_tail(20)}"
 
 
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa256"])
+def test_road_warrior_with_gateway_pki_bundle(tmp_path: Path, kind: str) -> None:
+    """The operator's path end to end: `gateway pki` makes a CA, the gateway's certificate
+    (--gateway) and a client's (--client) and exports the client's PKCS#12 bundle; strongSwan,
+    as the road warrior, loads that bundle (its own PKCS#12 parser, the password from its
+    secrets), and both sides authenticate with the profiles' certificates."""
+    from e2e_support import gateway_cli
+
+    pki, password = tmp_path / "pki", "correct-horse-battery-staple"
+    password_file = tmp_path / "password"
+    password_file.write_text(password + "\n")
+    gateway_cli("pki", "ca", str(pki), "Road Root CA", "--kind", kind)
+    gateway_cli("pki", "ca", str(pki), "Road Issuing CA", "--issuer", "Road Root CA", "--kind", kind)
+    gateway_cli("pki", "issue", str(pki), "--ca", "Road Issuing CA", "vpn.gateway.lab", "--gateway",
+                "--dns", "vpn.gateway.lab", "--ip", "192.0.2.1", "--kind", kind)
+    gateway_cli("pki", "issue", str(pki), "--ca", "Road Issuing CA", "alice", "--client",
+                "--email", "alice@gateway.lab", "--kind", kind)
+    out = gateway_cli("pki", "bundle", str(pki), "--ca", "Road Issuing CA", "alice",
+                      str(tmp_path / "alice.p12"), "--password-file", str(password_file))
+    assert password not in out
+    chain = tmp_path / "vpn-chain.pem"
+    chain.write_bytes((pki / "vpn.gateway.lab.crt").read_bytes() + (pki / "Road Issuing CA.crt").read_bytes())
+
+    settings = PeerSettings(auth="pubkey", pkcs12=tmp_path / "alice.p12", pkcs12_secret=password,
+                            cacerts=[pki / "Road Root CA.crt", pki / "Road Issuing CA.crt"],
+                            local_id="alice@gateway.lab", remote_id="vpn.gateway.lab", local_ts="dynamic",
+                            extra_conn="vips = 0.0.0.0")
+
+    def config(t: Topology) -> dict[str, Any]:
+        cfg = our_config(t, remote="%any", conn_extra={
+            "remote_subnets": [], "pool": "rw",
+            "auth": {"method": "cert", "cert": str(chain), "key": str(pki / "vpn.gateway.lab.key"),
+                     "ca": [str(pki / "Road Root CA.crt")], "id": "vpn.gateway.lab",
+                     "remote_id": "alice@gateway.lab"}})
+        cfg["pools"] = {"rw": {"subnet": "10.99.0.0/24"}}
+        return cfg
+
+    with interop(tmp_path, settings, config) as (topology, peer, gw):
+        peer.initiate()
+        sa = wait_established(gw)
+        assert sa["auth"].startswith("pubkey") and sa["remote_id"] == "alice@gateway.lab", sa
+        log = peer.log_text()
+        certs = peer.swanctl("--list-certs").stdout  # from the bundle: alice with her key, the CAs
+        assert 'subject:  "CN=alice, O=Gateway Lab"' in certs and "has private key" in certs, certs
+        assert re.search(r"authentication of 'vpn.gateway.lab' with \S+ successful", log), log[-3000:]
+        assert "installing new virtual IP 10.99.0.1" in log, log[-2000:]
+        sent, received = topology.ping(topology.branch.gw_ns, topology.hq.lan_host, count=3)
+        assert received == sent, f"ping from the virtual IP: {received}/{sent}\n{gw.log_tail(20)}"
+
+
 # -- many IKE SAs at once: cookies, and one refusal that touches nothing else ---------------------
 def _five_connections(t: Topology, bad_psk_for: str | None = None) -> dict[str, Any]:
     cfg = our_config(t, start=True)
