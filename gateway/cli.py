@@ -93,12 +93,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  edge filter: {'nftables' if edge['nftables'] else 'userspace only'}"
           f"{f', {edge_drops} dropped' if edge['nftables'] else ''}")
     print(f"  connections: {len(st['connections'])}")
+    demands = {d["connection"]: d for d in st.get("demand") or []}
     for c in st["connections"]:
         nets = f"  {','.join(c['local'])} <=> {','.join(c['remote'])}" if c["local"] or c["remote"] else ""
         print(f"    {c['name']}: {c['state']} ({c['keying']}, {c['mode']}, {c['algorithm']}) "
               f"peer {c['peer']}{nets}")
         print(f"      out: {c['packets_out']} packets, {_human(c['bytes_out'])}   "
               f"in: {c['packets_in']} packets, {_human(c['bytes_in'])}, {c['drops_in']} dropped")
+        demand = demands.get(c["name"])
+        if demand is not None:
+            print(f"      demand-dial: {_demand_state(demand)}; {demand['connects']} of {demand['dials']} "
+                  f"dial(s) up, {demand['failures']} failed, {demand['idle_disconnects']} idle hang-up(s)")
     drops = st["drops"]
     if drops:
         print("  dataplane drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
@@ -113,6 +118,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             if counts:
                 print(f"    {title}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
+
+
+def _demand_state(d: dict[str, Any]) -> str:
+    state = d["state"]
+    if state == "idle":
+        held = f", {d['held']} packet(s) held" if d['held'] else ""
+        return f"on hook{held}"
+    if state == "dialing":
+        return f"dialing for {d['for']} s, {d['held']} packet(s) held"
+    if state == "backoff":
+        return f"next dial in {d.get('retry_in', 0)} s"
+    return f"up, idle {d['idle']} s" if "idle" in d else "up"
 
 
 def cmd_sas(args: argparse.Namespace) -> int:

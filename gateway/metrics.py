@@ -50,7 +50,7 @@ class GatewayCollector(Collector):
         dialup = snap.get("dialup")
         if dialup is not None:
             yield from _dialup_metrics(dialup)
-        if snap.get("demand"):
+        if "demand" in snap:  # the families even without interfaces: dashboards find them
             yield from _demand_metrics(snap["demand"])
 
 

@@ -62,7 +62,7 @@ def test_the_first_packet_dials_idle_hangs_up_and_the_next_dials_again(tmp_path:
         first_spis = child_spis(pair, "branch")
         assert len(first_spis) == 2
         status = gateway_cli("status", "-s", str(pair.socket("branch")))
-        assert "hq: up" in status, status
+        assert "hq: up" in status and "demand-dial: up, idle" in status, status
 
         # idle: both ends lose every SA, the trap stays
         gone = wait_for(lambda: (ike_sas(pair, "branch"), ike_sas(pair, "hq")),
@@ -72,6 +72,8 @@ def test_the_first_packet_dials_idle_hangs_up_and_the_next_dials_again(tmp_path:
         row = demand_row(pair)
         assert row["state"] == "idle" and row["idle_disconnects"] == 1, row
         assert "demand.idle_hangup connection=hq" in pair.gateways["branch"].log_text()
+        status = gateway_cli("status", "-s", str(pair.socket("branch")))
+        assert "demand-dial: on hook; 1 of 1 dial(s) up, 0 failed, 1 idle hang-up(s)" in status, status
 
         # the next packet dials again: new SAs
         sent, received = topo.ping(topo.branch.lan_ns, topo.hq.lan_host, count=1, wait=5)
