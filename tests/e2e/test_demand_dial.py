@@ -87,3 +87,26 @@ def test_the_first_packet_dials_idle_hangs_up_and_the_next_dials_again(tmp_path:
         assert 'gateway_demand_dial_state{connection="hq",state="up"} 1.0' in metrics
         print(f"first ping through a dial: {first_rtt * 1000:.0f} ms")
     assert_lab_gone(PREFIX)
+
+
+def test_a_failed_dial_drops_what_waited_and_backs_off(tmp_path: Path) -> None:
+    """A wrong PSK: the dial fails, the held packet is dropped and counted, and traffic
+    during the backoff does not dial again before the wait is over."""
+    branch_conn = {"ike": {"start": "none"}, "auth": {"method": "psk", "psk": "not-the-key-hq-has"},
+                   "demand_dial": {"idle_timeout": IDLE, "redial_min": 4, "redial_max": 8}}
+    with lab(PREFIX) as topo, GatewayPair(topo, tmp_path, keying="ike",
+                                          branch_connection=branch_conn) as pair:
+        assert topo.ping(topo.branch.lan_ns, topo.hq.lan_host, count=1, wait=2) == (1, 0)
+        row = wait_for(lambda: demand_row(pair), lambda r: r["state"] == "backoff", timeout=10)
+        assert row["state"] == "backoff" and row["failures"] == 1 and row["dials"] == 1, diagnostics(pair)
+        assert pair.status("branch")["drops"].get("hold_expired") == 1
+        log = pair.gateways["branch"].log_text()
+        assert "demand.dial_failed connection=hq" in log and "retry_in=4" in log, log
+        topo.ping(topo.branch.lan_ns, topo.hq.lan_host, count=1, wait=1)  # during the backoff
+        assert demand_row(pair)["dials"] == 1
+        # when the wait is over, the traffic that came meanwhile dials again (and fails again)
+        row = wait_for(lambda: demand_row(pair), lambda r: r["failures"] == 2, timeout=12)
+        assert row["dials"] == 2 and row["failures"] == 2, diagnostics(pair)
+        assert "retry_in=8" in pair.gateways["branch"].log_text()
+        assert ike_sas(pair, "hq") == []
+    assert_lab_gone(PREFIX)
