@@ -132,6 +132,25 @@ def _demand_state(d: dict[str, Any]) -> str:
     return f"up, idle {d['idle']} s" if "idle" in d else "up"
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Re-read the daemon's config file (what SIGHUP does) and show what changed."""
+    result = _request(args, "reload", timeout=30.0)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for key in ("added", "removed", "unchanged"):
+        print(f"{key}: {', '.join(result[key]) or '-'}")
+    changed = ", ".join(f"{name} ({', '.join(keys)})" for name, keys in result["changed"].items())
+    print(f"changed: {changed or '-'}")
+    for kind in ("pools", "users"):
+        parts = [f"{what} {', '.join(names)}" for what, names in result[kind].items() if names]
+        if parts:
+            print(f"{kind}: " + "; ".join(parts))
+    for key in result["needs_restart"]:
+        print(f"needs a restart (the running value stays): {key}")
+    return 0
+
+
 def cmd_sas(args: argparse.Namespace) -> int:
     result = _request(args, "sas")
     if args.json:
@@ -360,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (("status", cmd_status, "show the running gateway"),
                              ("sas", cmd_sas, "list security associations"),
-                             ("sessions", cmd_sessions, "list L2TP/PPP sessions")):
+                             ("sessions", cmd_sessions, "list L2TP/PPP sessions"),
+                             ("reload", cmd_reload, "re-read the config file (as SIGHUP does); "
+                                                    "unchanged tunnels stay up")):
         p = sub.add_parser(name, help=text)
         p.add_argument("-s", "--socket", help="control socket of the daemon")
         p.add_argument("-c", "--config", help="take the control socket from this config")

@@ -7,6 +7,7 @@ sockets, timers and signals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -14,13 +15,14 @@ import signal
 import socket
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config import LoadedConfig
-from gateway.config.model import L2tpClient, ManualSa
-from gateway.control.protocol import ControlServer
+from gateway.config import ConfigError, LoadedConfig, load_config
+from gateway.config.model import Config, Connection, L2tpClient, ManualSa
+from gateway.control.protocol import ControlError, ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
 from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
 from gateway.dataplane.sa import Mode, SecurityAssociation
@@ -40,6 +42,8 @@ from gateway.ike.events import (
     Note,
     PeerDead,
 )
+from gateway.ike.pool import AddressPool
+from gateway.ike.settings import PeerConfig
 from gateway.ike.v1.endpoint import IkeV1Endpoint
 from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
@@ -47,6 +51,8 @@ from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
+from gateway.reload import ReloadPlan, fingerprints
+from gateway.reload import plan as reload_plan
 from gateway.tunnels import TrafficTotals, TunnelTable
 
 log = logging.getLogger("gateway")
@@ -62,6 +68,10 @@ TRAP_BEHIND = 5000
 
 class StartupError(RuntimeError):
     """The gateway cannot start; the message says why, for the operator."""
+
+
+class ReloadError(RuntimeError):
+    """A reload changed nothing; the message says why (the log has it too)."""
 
 
 def sd_notify(message: str) -> None:
@@ -112,11 +122,7 @@ class Gateway:
         self.demand: dict[str, DemandDialer] = {}
         self._trap_of: dict[str, str] = {}
         for name, conn in cfg.connections.items():
-            dd = conn.demand_dial
-            if dd is not None and conn.keying == "ike":
-                idle = float(dd.idle_timeout) if dd.idle_timeout is not None else None
-                self.demand[name] = DemandDialer(name, DemandSettings(
-                    idle, dd.persistent, float(dd.dial_timeout), float(dd.redial_min), float(dd.redial_max)))
+            self._add_dialer(name, conn)
         self._engine_pending = False
         self._ike_wake = asyncio.Event()
         self._ike_task: asyncio.Task[None] | None = None
@@ -130,11 +136,16 @@ class Gateway:
             "rekey": self._control_rekey,
             "sessions": self._control_sessions,
             "kick": self._control_kick,
+            "reload": self._control_reload,
         })
         self._stop = asyncio.Event()
         self._last_drops: dict[str, int] = {}
         self._last_drop_report = 0.0
         self.edge_applied = False
+        # config reload (SIGHUP, `gateway reload`): see reload()
+        self._reload_lock = asyncio.Lock()
+        self._reloadable = False  # until start() is done
+        self._auth_files = fingerprints(cfg, self._config_dir())
 
     # -- start / stop ------------------------------------------------------------------
     def _make_backend(self) -> Any:
@@ -418,32 +429,52 @@ class Gateway:
         LAC's trap is a policy of its own (``NAME.demand``): once its PPP link is up, the
         link takes those packets before the SPD sees them."""
         for name, conn in self.config.connections.items():
-            dd = conn.demand_dial if name in self.demand else None
-            if isinstance(conn.l2tp, L2tpClient) and dd is not None:
-                trap = f"{name}.demand"
-                remote = list(conn.l2tp.remote_subnets)
-                selectors = tuple(SelectorPair(TrafficSelector(ANY), TrafficSelector(net)) for net in remote)
-                self.engine.install_policy(Policy(trap, selectors, mode=Mode.TUNNEL, hold=dd.queue))
-                for net in remote:
-                    await self.backend.link_change("route_add", net)
-            elif (conn.keying == "ike" and conn.l2tp is None and conn.mode == "tunnel"
-                  and conn.local_subnets and conn.remote_subnets):
-                trap = name
-                selectors = tuple(SelectorPair(TrafficSelector(lo), TrafficSelector(re))
-                                  for lo in conn.local_subnets for re in conn.remote_subnets)
-                # a connection that answers any peer has a tunnel per peer: its trap only
-                # keeps the rest from leaking
-                behind = TRAP_BEHIND if conn.remote == "%any" else 1000
-                tunnel = self.ike_tunnels.install_trap(name, selectors, Mode.TUNNEL, priority=behind,
-                                                       hold=dd.queue if dd is not None else 0)
-                remote = tunnel.remote_nets
-                await self.backend.route(Mode.TUNNEL, tunnel.local_nets, remote)
-            else:
-                continue
-            if dd is not None:
-                self._trap_of[trap] = name
-                event(log, "demand.ready", connection=name, remote=",".join(map(str, remote)),
-                      queue=dd.queue, idle_timeout=dd.idle_timeout, persistent=dd.persistent)
+            await self._install_trap(name, conn)
+
+    async def _install_trap(self, name: str, conn: Connection) -> None:
+        dd = conn.demand_dial if name in self.demand else None
+        if isinstance(conn.l2tp, L2tpClient) and dd is not None:
+            trap = f"{name}.demand"
+            remote = list(conn.l2tp.remote_subnets)
+            selectors = tuple(SelectorPair(TrafficSelector(ANY), TrafficSelector(net)) for net in remote)
+            self.engine.install_policy(Policy(trap, selectors, mode=Mode.TUNNEL, hold=dd.queue))
+            for net in remote:
+                await self.backend.link_change("route_add", net)
+        elif (conn.keying == "ike" and conn.l2tp is None and conn.mode == "tunnel"
+              and conn.local_subnets and conn.remote_subnets):
+            trap = name
+            selectors = tuple(SelectorPair(TrafficSelector(lo), TrafficSelector(re))
+                              for lo in conn.local_subnets for re in conn.remote_subnets)
+            # a connection that answers any peer has a tunnel per peer: its trap only keeps
+            # the rest from leaking
+            behind = TRAP_BEHIND if conn.remote == "%any" else 1000
+            tunnel = self.ike_tunnels.install_trap(name, selectors, Mode.TUNNEL, priority=behind,
+                                                   hold=dd.queue if dd is not None else 0)
+            remote = tunnel.remote_nets
+            await self.backend.route(Mode.TUNNEL, tunnel.local_nets, remote)
+        else:
+            return
+        if dd is not None:
+            self._trap_of[trap] = name
+            event(log, "demand.ready", connection=name, remote=",".join(map(str, remote)),
+                  queue=dd.queue, idle_timeout=dd.idle_timeout, persistent=dd.persistent)
+
+    def _add_dialer(self, name: str, conn: Connection) -> None:
+        dd = conn.demand_dial
+        if dd is not None and conn.keying == "ike":
+            idle = float(dd.idle_timeout) if dd.idle_timeout is not None else None
+            self.demand[name] = DemandDialer(name, DemandSettings(
+                idle, dd.persistent, float(dd.dial_timeout), float(dd.redial_min), float(dd.redial_max)))
+
+    def _remove_dialer(self, name: str) -> None:
+        """A connection that goes in a reload: its demand-dialer and its LAC's trap go too
+        (an IKE connection's trap is its tunnel's policy, which goes with the tunnel)."""
+        self.demand.pop(name, None)
+        for trap in [t for t, c in self._trap_of.items() if c == name]:
+            del self._trap_of[trap]
+            if trap != name:
+                self.engine.remove_policy(trap)
+                self.engine.discard_held(trap)
 
     def _engine_wake(self) -> None:
         """The dataplane queued an event (an Acquire): handle it now, not at the next tick."""
@@ -709,8 +740,10 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)  # systemd's ExecReload
         try:
             await self.start()
+            self._reloadable = True
             while not self._stop.is_set():
                 try:
                     await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING_SECONDS)
@@ -739,6 +772,195 @@ class Gateway:
         if self.backend is not None:
             self.backend.stop()
         event(log, "gateway.stopped", name=self.config.gateway.name)
+
+    # -- reload (SIGHUP, `gateway reload`) -----------------------------------------------
+    def _on_sighup(self) -> None:
+        if not self._reloadable:
+            event(log, "config.reload_ignored", logging.WARNING, detail="SIGHUP before the gateway was ready")
+            return
+        self._spawn(self._reload_logged())
+
+    async def _reload_logged(self) -> None:
+        with contextlib.suppress(ReloadError):  # logged by reload()
+            await self.reload()
+
+    async def _control_reload(self, req: dict[str, Any]) -> Any:
+        if not self._reloadable:
+            raise ControlError("the gateway is still starting")
+        try:
+            return await self.reload()
+        except ReloadError as exc:
+            raise ControlError(f"config not reloaded: {exc}") from None
+
+    async def reload(self) -> dict[str, Any]:
+        """Read the config file again and apply what changed (`gateway.reload` plans it);
+        unchanged connections and their SAs are left alone. A file that does not load, or a
+        connection whose keys or certificates do not, changes nothing: ReloadError (logged)."""
+        async with self._reload_lock:
+            sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                return await self._reload()
+            except ReloadError:
+                raise
+            except Exception as exc:  # a bug must not take the gateway down with it
+                log.exception("config.reload_internal_error")
+                raise ReloadError(f"internal error ({type(exc).__name__}): see the gateway log") from None
+            finally:
+                sd_notify("READY=1\nSTATUS=running")
+
+    def _reload_refused(self, detail: str) -> ReloadError:
+        event(log, "config.reload_failed", logging.ERROR, file=str(self.loaded.path),
+              detail=f"{detail}; the running config stays")
+        return ReloadError(detail)
+
+    async def _reload(self) -> dict[str, Any]:
+        path = self.loaded.path
+        if path is None:
+            raise self._reload_refused("the running config was not read from a file")
+        try:
+            loaded = load_config(path)
+        except ConfigError as exc:
+            raise self._reload_refused("; ".join(map(str, exc.issues))) from None
+        base = self._config_dir()
+        files = fingerprints(loaded.config, base)
+        in_use = {name: n for name, pool in self.pools.items()
+                  if (n := sum(1 for owner in pool.leases.values() if not owner.startswith("lns:")))}
+        plan = reload_plan(self.config, loaded.config, running_files=self._auth_files, new_files=files,
+                           pools_in_use=in_use)
+        cfg = plan.config
+        peers: dict[str, PeerConfig] = {}
+        manual: dict[str, ManualTunnel] = {}
+        for name in plan.coming:  # everything new is loaded before anything is changed
+            conn = cfg.connections[name]
+            try:
+                if conn.keying == "ike":
+                    peers[name] = fromconfig.peer_config(name, conn, cfg, base)
+                else:
+                    manual[name] = build_manual(name, conn, cfg.gateway.public_address,
+                                                cfg.dataplane.replay_window)
+            except (fromconfig.AuthConfigError, OSError, ValueError) as exc:
+                raise self._reload_refused(f"connection {name}: {exc}") from None
+        for warning in loaded.warnings:
+            event(log, "config.warning", logging.WARNING, detail=str(warning))
+        for item in plan.restart:
+            event(log, "config.needs_restart", logging.WARNING, key=item.key, detail=item.reason)
+        self._log_plan(plan)
+        stale = self._reload_apply(plan, peers, manual, time.monotonic())
+        self._auth_files = files
+        self.loaded = LoadedConfig(cfg, loaded.warnings, path)
+        for mode, nets in stale.items():
+            await self.backend.unroute(mode, nets)
+        for tunnel in manual.values():
+            await self._install(tunnel)
+        for name in plan.coming:  # routes and traps, as at start
+            await self._install_trap(name, cfg.connections[name])
+        event(log, "config.reloaded", file=str(path), added=len(plan.added), removed=len(plan.removed),
+              changed=len(plan.changed), unchanged=len(plan.unchanged), needs_restart=len(plan.restart))
+        return {"added": list(plan.added), "removed": list(plan.removed),
+                "changed": {c.name: list(c.keys) for c in plan.changed}, "unchanged": list(plan.unchanged),
+                "pools": {"added": list(plan.pools_added), "removed": list(plan.pools_removed),
+                          "changed": list(plan.pools_changed)},
+                "users": {"added": list(plan.users_added), "removed": list(plan.users_removed),
+                          "changed": list(plan.users_changed)},
+                "needs_restart": [r.key for r in plan.restart]}
+
+    def _log_plan(self, plan: ReloadPlan) -> None:
+        for name in plan.added:
+            conn = plan.config.connections[name]
+            event(log, "config.connection_added", connection=name, keying=conn.keying, remote=conn.remote)
+        for name in plan.removed:
+            event(log, "config.connection_removed", connection=name)
+        for change in plan.changed:
+            event(log, "config.connection_changed", connection=change.name, keys=",".join(change.keys))
+        for what, names in (("pool_added", plan.pools_added), ("pool_removed", plan.pools_removed),
+                            ("pool_changed", plan.pools_changed)):
+            for name in names:
+                event(log, f"config.{what}", pool=name)
+        for what, names in (("user_added", plan.users_added), ("user_removed", plan.users_removed),
+                            ("user_changed", plan.users_changed)):
+            for name in names:
+                event(log, f"config.{what}", user=name)
+
+    def _reload_apply(self, plan: ReloadPlan, peers: dict[str, PeerConfig], manual: dict[str, ManualTunnel],
+                      now: float) -> dict[Mode, list[ipaddress.IPv4Network]]:
+        """A reload's changes, without an await from the first to the last (status, metrics and
+        packets never see half of it); returns the routes no connection needs any more.
+
+        Dial-up goes first (its StopCCN still travels inside the SAs), then the IKE
+        connections (DELETE to the peer; changed ones come back with the new settings) and
+        the manual ones; pools are removed last (leases come back as SAs close)."""
+        cfg, old, ike = plan.config, self.config, self.ike
+        assert ike is not None
+        for name in plan.pools_added + plan.pools_changed:
+            self.pools[name] = AddressPool(name, cfg.pools[name].subnet, tuple(cfg.pools[name].dns))
+        ike.v2.pools = self.pools  # the same dict (an empty one was not shared)
+        if self.dialup is not None:
+            self.dialup.reconfigure(cfg, plan.going, plan.coming, now)
+            for user in plan.users_removed:
+                self.dialup.kick(user, now)
+        elif any(c.l2tp is not None for c in cfg.connections.values()):
+            self._start_dialup(cfg)
+        self._dialup_flush()
+        routes: list[tuple[Mode, list[ipaddress.IPv4Network]]] = []
+        for name in plan.going:
+            self._remove_dialer(name)
+            lac = old.connections[name].l2tp
+            if isinstance(lac, L2tpClient) and old.connections[name].demand_dial is not None:
+                routes.append((Mode.TUNNEL, list(lac.remote_subnets)))  # its trap's
+            tunnel = self.tunnels.pop(name, None)
+            if tunnel is not None:  # manually keyed
+                self.engine.remove_inbound(tunnel.inbound)
+                self.engine.remove_policy(name)
+                routes.append((tunnel.policy.mode, tunnel.remote_subnets))
+                continue
+            reason = "removed from the config" if name in plan.removed else "changed in the config"
+            ike.remove(name, now, reason)
+            for t in self.ike_tunnels.of_connection(name):
+                self.ike_tunnels.remove(t.name)
+                if old.connections[name].l2tp is None:  # L2TP connections have no routes of their own
+                    routes.append((t.policy.mode, t.remote_nets))
+        if plan.ike_settings:
+            for ep in (ike.v1, ike.v2):
+                ep.timing = replace(ep.timing, retransmit_timeout=cfg.ike.retransmit_timeout,
+                                    retransmit_tries=cfg.ike.retransmit_tries)
+            ike.v2.cookie_threshold = cfg.ike.cookie_threshold
+        self.config = cfg
+        for name in plan.coming:
+            self._add_dialer(name, cfg.connections[name])
+        for peer in peers.values():
+            self._add_ike_connection(peer, now)
+        for name in plan.pools_removed:
+            self.pools.pop(name, None)
+        self._ike_flush()
+        wanted = {(t.policy.mode, n) for t in self.ike_tunnels.tunnels.values() for n in t.remote_nets}
+        wanted |= {(t.policy.mode, n) for t in [*self.tunnels.values(), *manual.values()]
+                   for n in t.remote_subnets}
+        wanted |= {(Mode(c.mode), n) for c in cfg.connections.values() for n in c.remote_subnets}
+        wanted |= {(Mode.TUNNEL, n) for c in cfg.connections.values()
+                   if isinstance(c.l2tp, L2tpClient) and c.demand_dial is not None
+                   for n in c.l2tp.remote_subnets}
+        stale: dict[Mode, list[ipaddress.IPv4Network]] = {}
+        for mode, nets in routes:
+            for net in nets:
+                if (mode, net) not in wanted and net not in stale.get(mode, []):
+                    stale.setdefault(mode, []).append(net)
+        return stale
+
+    def _add_ike_connection(self, peer: PeerConfig, now: float) -> None:
+        """An IKE connection a reload added (or changed): known to the IKE cores from now on,
+        initiated if it is to be kept up."""
+        assert self.ike is not None
+        self.ike.add(peer)
+        if self.config.connections[peer.name].ike.start == "start":
+            self.ike.initiate(peer.name, now)
+
+    def _start_dialup(self, cfg: Config) -> None:
+        """The first L2TP connection came with a reload: the dial-up service starts, wired as
+        __init__ and _start_ike wire it."""
+        self.dialup = DialupService(cfg, self.engine, self.ike_tunnels, self.pools, os.urandom)
+        self.dialup.wake = self._dialup_wake
+        self.engine.l2tp_handler = self._l2tp_datagram
+        self._dialup_task = asyncio.get_running_loop().create_task(self._dialup_timers())
 
     # -- periodic ------------------------------------------------------------------------
     def _housekeeping(self) -> None:

@@ -2,13 +2,14 @@
 
 Request ``{"command": "status"}``; reply ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": "..."}``.  The daemon serves it (`ControlServer`); the CLI
-uses `request`.
+uses `request`.  A handler may be a coroutine (``reload`` waits for routes to change).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 log = logging.getLogger("gateway.control")
 
-Handler = Callable[[dict[str, Any]], Any]
+Handler = Callable[[dict[str, Any]], Any]  # returns the result, or an awaitable of it
 MAX_REQUEST = 65536
 
 
@@ -51,14 +52,14 @@ class ControlServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                writer.write(json.dumps(self._dispatch(line)).encode() + b"\n")
+                writer.write(json.dumps(await self._dispatch(line)).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
             writer.close()
 
-    def _dispatch(self, line: bytes) -> dict[str, Any]:
+    async def _dispatch(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
             command = request["command"]
@@ -66,7 +67,10 @@ class ControlServer:
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": f"unknown request; commands: {', '.join(sorted(self.handlers))}"}
         try:
-            return {"ok": True, "result": handler(request)}
+            result = handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+            return {"ok": True, "result": result}
         except ControlError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config.model import Config, L2tpClient, L2tpServer, User
+from gateway.config.model import Config, Connection, L2tpClient, L2tpServer, User
 from gateway.dataplane import ip
 from gateway.dataplane.engine import Dataplane, Transmit
 from gateway.ike.pool import AddressPool, PoolExhausted
@@ -201,20 +201,54 @@ class DialupService:
         #: called when there is output to send (the daemon schedules a flush)
         self.wake: Callable[[], None] | None = None
         for name, conn in config.connections.items():
-            l2tp = conn.l2tp
-            if isinstance(l2tp, L2tpServer):
-                self.lns[name] = l2tp
-                pool = pools[l2tp.pool]
-                local = l2tp.local_address
-                if local is None:
-                    local = pool.lease(f"lns:{name}")  # the first free address: ours
-                elif local in pool.subnet:
-                    pool.leases[local] = f"lns:{name}"
-                self.local_address[name] = local
-                self.host_changes.append(HostChange("address_add", ipaddress.IPv4Network(local)))
-                self.host_changes.append(HostChange("route_add", pool.subnet, local))
-            elif isinstance(l2tp, L2tpClient):
-                self.dialers[name] = _Dialer(name, l2tp, conn.remote, demand=conn.demand_dial is not None)
+            self._add_connection(name, conn)
+
+    def _add_connection(self, name: str, conn: Connection) -> None:
+        l2tp = conn.l2tp
+        if isinstance(l2tp, L2tpServer):
+            self.lns[name] = l2tp
+            pool = self.pools[l2tp.pool]
+            local = l2tp.local_address
+            if local is None:
+                local = pool.lease(f"lns:{name}")  # the first free address: ours
+            elif local in pool.subnet:
+                pool.leases[local] = f"lns:{name}"
+            self.local_address[name] = local
+            self.host_changes.append(HostChange("address_add", ipaddress.IPv4Network(local)))
+            self.host_changes.append(HostChange("route_add", pool.subnet, local))
+        elif isinstance(l2tp, L2tpClient):
+            self.dialers[name] = _Dialer(name, l2tp, conn.remote, demand=conn.demand_dial is not None)
+
+    # -- reload ------------------------------------------------------------------------------
+    def reconfigure(self, config: Config, going: Iterable[str], coming: Iterable[str], now: float) -> None:
+        """A config reload: the L2TP connections in ``going`` end (StopCCN to their peers,
+        their sessions, addresses and routes go), those in ``coming`` start as at startup,
+        and users are looked up in ``config`` from now on (sessions that are up stay).
+        Call it before the IPsec SAs of ``going`` are deleted: the StopCCN goes through them."""
+        self.now = now
+        for name in going:
+            self._remove_connection(name, now)
+        self.config = config
+        for name in coming:
+            self._add_connection(name, config.connections[name])
+
+    def _remove_connection(self, name: str, now: float) -> None:
+        self.dialers.pop(name, None)  # first: the end of its call must not schedule a redial
+        for p in [p for p in self.peers.values() if p.connection == name]:
+            p.endpoint.close_all(now, message="connection removed or changed")
+            self._pump(p, now)
+            for key in [k for k in self.sessions if k[0] == p.tunnel]:
+                self._session_gone(self.sessions[key], "connection removed or changed", now)
+            del self.peers[p.tunnel]
+        lns = self.lns.pop(name, None)
+        if lns is not None:
+            local = self.local_address.pop(name)
+            pool = self.pools.get(lns.pool)
+            if pool is not None and pool.leases.get(local) == f"lns:{name}":
+                pool.release(local)
+            # the subnet this LNS routed (its pool may be new by now)
+            self.host_changes.append(HostChange("route_del", self.config.pools[lns.pool].subnet))
+            self.host_changes.append(HostChange("address_del", ipaddress.IPv4Network(local)))
 
     # -- input -------------------------------------------------------------------------------
     def receive(self, tunnel: str, peer: tuple[str, int], data: bytes, now: float) -> None:

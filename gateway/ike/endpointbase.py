@@ -49,16 +49,31 @@ class EndpointBase:
         """Delete one IKE/ISAKMP SA with its children, telling the peer."""
         raise NotImplementedError
 
-    def terminate(self, name: str, now: float) -> int:
+    def terminate(self, name: str, now: float, reason: str = "terminated by operator") -> int:
         """Delete every IKE SA of a connection (and stop keeping it up)."""
         self.keep_up.pop(name, None)
         self._backoff.pop(name, None)
         count = 0
         for sa in list(self._sas.values()):
             if sa.name == name and not sa.closed:
-                self._delete_sa(sa, now, "terminated by operator")
+                self._delete_sa(sa, now, reason)
                 count += 1
         self._collect()
+        return count
+
+    # -- connections at run time (a config reload) ----------------------------------------------
+    def add_config(self, config: PeerConfig) -> None:
+        """A connection the config gained: new exchanges may use it from now on. Nothing
+        starts here (the shell initiates a ``start`` connection); other SAs are untouched."""
+        if config.name in self.configs:
+            raise ValueError(f"connection {config.name} exists already")
+        self.configs[config.name] = config
+
+    def remove_config(self, name: str, now: float, reason: str = "removed from the config") -> int:
+        """A connection the config lost: its IKE SAs are deleted (the peer is told), it is no
+        longer kept up, and no new exchange matches it. Returns the number of IKE SAs."""
+        count = self.terminate(name, now, reason)
+        self.configs.pop(name, None)
         return count
 
     # -- the Context an SA sees ---------------------------------------------------------------

@@ -74,8 +74,23 @@ class IkeEndpoints:
     def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
         self._of(name).initiate(name, now, keep_up=keep_up)
 
-    def terminate(self, name: str, now: float) -> int:
-        return self._of(name).terminate(name, now)
+    def terminate(self, name: str, now: float, reason: str = "terminated by operator") -> int:
+        return self._of(name).terminate(name, now, reason)
+
+    def add(self, config: PeerConfig) -> None:
+        """A connection added at run time, to the core of its IKE version."""
+        (self.v1 if config.version == 1 else self.v2).add_config(config)
+
+    def remove(self, name: str, now: float, reason: str = "removed from the config") -> int:
+        """A connection removed at run time: its IKE SAs are deleted, the peer told."""
+        return self._of(name).remove_config(name, now, reason)
+
+    def replace(self, config: PeerConfig, now: float, reason: str = "changed in the config") -> int:
+        """A connection whose settings changed: its SAs go, the new settings take its place
+        (maybe in the other IKE version's core). Initiating again is the caller's."""
+        count = self.remove(config.name, now, reason)
+        self.add(config)
+        return count
 
     def rekey(self, name: str, now: float, *, ike: bool = False) -> int:
         return self._of(name).rekey(name, now, ike=ike)

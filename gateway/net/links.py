@@ -76,9 +76,12 @@ class Links:
             kwargs["prefsrc"] = source
         self.ipr.route("replace", **kwargs)
 
-    def route_remove(self, idx: int, dst: ipaddress.IPv4Network) -> None:
+    def route_remove(self, idx: int, dst: ipaddress.IPv4Network, *, table: int | None = None) -> None:
+        kwargs: dict[str, object] = {"dst": str(dst), "oif": idx}
+        if table is not None:
+            kwargs["table"] = table
         try:
-            self.ipr.route("del", dst=str(dst), oif=idx)
+            self.ipr.route("del", **kwargs)
         except NetlinkError as exc:
             if exc.code not in (3, 2):  # ESRCH / ENOENT: gone already
                 raise

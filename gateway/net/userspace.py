@@ -110,6 +110,14 @@ class UserspaceBackend:
                 await self._nl(links.route_into, self.tun_index, net, table=self.table,
                                source=self.public_address)
 
+    async def unroute(self, mode: Mode, remote: list[ipaddress.IPv4Network]) -> None:
+        """Stop sending packets for ``remote`` into the TUN (their connection went away)."""
+        links = self.links
+        assert links is not None
+        table = self.table if mode is Mode.TRANSPORT else None
+        for net in remote:
+            await self._nl(links.route_remove, self.tun_index, net, table=table)
+
     # -- PPP links (L2TP/IPsec) ------------------------------------------------------------
     def transmit(self, result: tuple[int, bytes, tuple[str, int]]) -> None:
         """Send what the engine made (ESP-protected L2TP from the dial-up service)."""

@@ -51,3 +51,21 @@ def test_request_reply_and_errors(tmp_path: Path) -> None:
 def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ControlError, match="cannot reach the gateway"):
         request(str(tmp_path / "absent.sock"), "status")
+
+
+def test_a_handler_may_be_a_coroutine(tmp_path: Path) -> None:
+    async def slow(req: dict) -> dict:
+        await asyncio.sleep(0.01)
+        if req.get("fail"):
+            raise ControlError("config not reloaded: reasons")
+        return {"waited": True}
+
+    path = tmp_path / "c.sock"
+    loop, thread = serve_in_thread(path, {"reload": slow})
+    try:
+        assert request(str(path), "reload") == {"waited": True}
+        with pytest.raises(ControlError, match="config not reloaded: reasons"):
+            request(str(path), "reload", fail=True)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
