@@ -414,7 +414,7 @@ class Gateway:
     def _control_kick(self, req: dict[str, Any]) -> Any:
         user = req.get("user")
         if not isinstance(user, str) or not user:
-            raise ValueError("kick needs a user")
+            raise ControlError("kick needs a user")
         count = self.dialup.kick(user, time.monotonic()) if self.dialup is not None else 0
         self._dialup_flush()
         return {"user": user, "sessions": count}
@@ -688,7 +688,7 @@ class Gateway:
         name = req.get("name")
         if self.ike is None or name not in self.ike.configs:
             known = ", ".join(sorted(self.ike.configs)) if self.ike else ""
-            raise ValueError(f"no IKE connection named {name!r} (known: {known or 'none'})")
+            raise ControlError(f"no IKE connection named {name!r} (known: {known or 'none'})")
         return str(name)
 
     def _apply_edge(self) -> None:

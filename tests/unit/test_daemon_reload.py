@@ -239,6 +239,9 @@ def test_sighup_and_the_control_socket_reload(tmp_path: Path) -> None:
         lab.write(text="gateway: {}\n")
         with pytest.raises(ControlError, match=r"config not reloaded: .*gateway\.public_interface"):
             await asyncio.to_thread(request, lab.socket, "reload")
+        # an operator's mistake gets its own message, not "internal error"
+        with pytest.raises(ControlError, match=r"no IKE connection named 'nosuch' \(known: branch1\)"):
+            await asyncio.to_thread(request, lab.socket, "up", name="nosuch")
         lab.gw._stop.set()
         await task
 
