@@ -24,7 +24,7 @@ from gateway.config import ConfigError, LoadedConfig, load_config
 from gateway.config.model import Config, Connection, L2tpClient, ManualSa
 from gateway.control.protocol import ControlError, ControlServer
 from gateway.dataplane.edge import EdgePolicy, ManagementRule
-from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, SaExhausted
+from gateway.dataplane.engine import Acquire, Dataplane, IkeDatagram, MappingChanged, SaExhausted
 from gateway.dataplane.sa import Mode, SecurityAssociation
 from gateway.dataplane.selectors import SelectorPair, TrafficSelector
 from gateway.dataplane.spd import Policy
@@ -41,6 +41,7 @@ from gateway.ike.events import (
     NegotiationFailed,
     Note,
     PeerDead,
+    PeerMoved,
 )
 from gateway.ike.pool import AddressPool
 from gateway.ike.settings import PeerConfig
@@ -325,6 +326,10 @@ class Gateway:
         elif isinstance(ev, PeerDead):
             event(log, "ike.peer_dead", logging.WARNING, connection=ev.connection, ike_sa=ev.ike_sa,
                   peer=ev.remote, action=ev.action)
+        elif isinstance(ev, PeerMoved):
+            for tunnel in list(self.ike_tunnels.tunnels.values()):
+                if any(spi in tunnel.pairs for spi in ev.spis_in):
+                    self._move_tunnel(tunnel.name, ev.remote, "ike")
         elif isinstance(ev, Note):
             level = getattr(logging, ev.level.upper(), logging.INFO)
             event(log, ev.what, level, **dict(ev.fields))
@@ -491,6 +496,33 @@ class Gateway:
             elif isinstance(ev, SaExhausted):
                 event(log, "sa.seq_exhausted", logging.ERROR, connection=ev.sa_name,
                       spi=f"0x{ev.spi:08x}", detail="sequence numbers used up: rekey required")
+            elif isinstance(ev, MappingChanged):
+                self._mapping_changed(ev)
+
+    def _mapping_changed(self, ev: MappingChanged) -> None:
+        """A peer behind a NAT got a new mapping (authenticated ESP from a new address or
+        port): the tunnel and its IKE SA follow it at once (as strongSwan does on the
+        kernel's mapping event), so traffic toward the peer is not lost to the old one."""
+        tunnel = self.ike_tunnels.tunnels.get(ev.tunnel)
+        if tunnel is None or ev.spi not in tunnel.pairs:
+            return
+        if self.ike is not None:
+            self.ike.peer_moved(ev.spi, ev.address)
+            self._ike_flush()
+        self._move_tunnel(tunnel.name, ev.address, "esp")
+
+    def _move_tunnel(self, name: str, address: tuple[str, int], by: str) -> None:
+        tunnel = self.ike_tunnels.tunnels.get(name)
+        if tunnel is None:
+            return
+        moved = 0
+        for pair in tunnel.pairs.values():
+            for sa in (pair.outbound, pair.inbound):
+                if sa.encap is not None and (sa.remote_str, sa.encap.remote_port) != address:
+                    sa.move_peer(address[0], address[1])
+                    moved += 1
+        if moved:
+            event(log, "tunnel.peer_moved", tunnel=name, peer=f"{address[0]}:{address[1]}", by=by)
 
     def _demand_poll(self, now: float) -> None:
         """Do what the demand-dialers want: dial, hang up idle ones, give up slow dials."""

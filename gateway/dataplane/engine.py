@@ -65,6 +65,17 @@ class Acquire:
 
 
 @dataclass(frozen=True)
+class MappingChanged:
+    """Authenticated UDP-encapsulated ESP came from another address or port than its SA's
+    peer (a NAT rebinding, what XFRM reports as XFRM_MSG_MAPPING): the shell may move the
+    tunnel there. Reported once per new address."""
+
+    tunnel: str
+    spi: int
+    address: tuple[str, int]
+
+
+@dataclass(frozen=True)
 class IkeDatagram:
     """An IKE message: from UDP 500, or from UDP 4500 after the non-ESP marker."""
 
@@ -297,7 +308,7 @@ class Dataplane:
         if payload[:4] == _NON_ESP_MARKER:
             return IkeDatagram(payload[4:], address)
         try:
-            return self._inbound_esp(payload, None, address[0])
+            return self._inbound_esp(payload, None, address[0], address)
         except Dropped as exc:
             self.drops.count(exc.reason)
         except (IndexError, ValueError, OSError):
@@ -310,7 +321,8 @@ class Dataplane:
             raise Dropped(DropReason.UNKNOWN_SPI)
         return sa
 
-    def _inbound_esp(self, data: bytes, outer: bytes | None, source: str | None) -> bytes | None:
+    def _inbound_esp(self, data: bytes, outer: bytes | None, source: str | None,
+                     sender: tuple[str, int] | None = None) -> bytes | None:
         """``outer`` is the IPv4 header for raw ESP; for UDP-encapsulated ESP it is None
         and ``source`` is the sender's address (a header is made only if transport mode
         needs one)."""
@@ -319,12 +331,23 @@ class Dataplane:
         sa = self._lookup(ip.PROTO_ESP, data[:4])
         try:
             next_header, payload = esp.decapsulate(sa, data)
+            if sender is not None and sa.encap is not None and (
+                    sender[1] != sa.encap.remote_port or sender[0] != sa.remote_str):
+                self._mapping_changed(sa, sender)  # only after the ICV and the replay check
             if outer is None and sa.mode is Mode.TRANSPORT:
                 outer = ip.build_header(inet_aton(source or ""), self._public, ip.PROTO_ESP, 0)
             return self._deliver(sa, outer, next_header, payload)
         except Dropped:
             sa.counters.drops += 1
             raise
+
+    def _mapping_changed(self, sa: SecurityAssociation, sender: tuple[str, int]) -> None:
+        if sa.mapping_reported == sender:
+            return
+        sa.mapping_reported = sender
+        self.events.append(MappingChanged(sa.tunnel, sa.spi, sender))
+        if self.on_event is not None:
+            self.on_event()
 
     def _inbound_ah(self, packet: bytes, ihl: int) -> bytes | None:
         if len(packet) < ihl + 12:

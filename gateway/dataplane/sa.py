@@ -72,6 +72,8 @@ class SecurityAssociation:
     exhausted: bool = False
     exhaustion_reported: bool = False
     tunnel: str = ""  # the dataplane tunnel (connection, or one peer of a %any connection)
+    #: the last new peer address a MappingChanged was reported for (inbound)
+    mapping_reported: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         self.local_packed = self.local.packed
@@ -82,6 +84,15 @@ class SecurityAssociation:
         # Inbound check cache, usable when no selector names a protocol or ports.
         self.selector_cache: dict[bytes, bool] | None = (
             {} if all(p.protocol == 0 and not p.uses_ports for p in self.selectors) else None)
+
+    def move_peer(self, address: str, port: int | None) -> None:
+        """The peer is now at ``address`` (and, UDP-encapsulated, ``port``): its NAT mapping
+        changed (RFC 3948, RFC 7296 2.23)."""
+        self.remote = ipaddress.IPv4Address(address)
+        self.remote_packed = self.remote.packed
+        self.remote_str = address
+        if self.encap is not None and port is not None:
+            self.encap = UdpEncap(self.encap.local_port, port)
 
     @property
     def algorithm(self) -> str:

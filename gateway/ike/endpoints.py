@@ -101,6 +101,19 @@ class IkeEndpoints:
     def ike_sa_of_child(self, spi_in: int) -> Any:
         return self.v2.ike_sa_of_child(spi_in) or self.v1.ike_sa_of_child(spi_in)
 
+    def peer_moved(self, spi_in: int, remote: tuple[str, int]) -> bool:
+        """Authenticated ESP of a CHILD_SA came from ``remote``: a peer behind a NAT whose
+        mapping changed. Its IKE SA follows (DPD and rekeys go there); False when there is
+        no such SA, it is not behind a NAT, or it is there already."""
+        sa = self.ike_sa_of_child(spi_in)
+        if sa is None or not sa.nat_remote or sa.remote == remote:
+            return False
+        self._notes.append(Note("ike.peer_moved", "info", (
+            ("ike_sa", sa.ident), ("old", sa.remote_str), ("new", f"{remote[0]}:{remote[1]}"),
+            ("by", "esp"))))
+        sa.remote = remote
+        return True
+
     def negotiating(self, name: str) -> bool:
         return self._of(name).negotiating(name)
 

@@ -135,6 +135,17 @@ class PeerDead:
 
 
 @dataclass(frozen=True)
+class PeerMoved:
+    """An established IKE SA's peer now sends from another address or port (its NAT
+    mapping changed, RFC 7296 2.23): the CHILD_SAs with these inbound SPIs follow it."""
+
+    connection: str
+    ike_sa: str
+    remote: tuple[str, int]
+    spis_in: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Note:
     """A line for the negotiation log (debug or info): what happened and why."""
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 
 from gateway.ike.endpointbase import EndpointBase
-from gateway.ike.events import Datagram, NegotiationFailed
+from gateway.ike.events import Datagram, NegotiationFailed, PeerMoved
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.signatures import ikev1_method
 from gateway.ike.v1.constants import IKE_PORT, NATT_PORT, AuthMethod, ExchangeType, NotifyType, ProtocolId
@@ -174,10 +174,13 @@ class IkeV1Endpoint(EndpointBase):
         # NAT-T float (RFC 3947 4) or a changed NAT mapping: follow the peer.
         if (sa.state in (State.MM_SA, State.MM_KE) or sa.remote[0] == remote[0]) \
                 and (local_port, remote) != (sa.local[1], sa.remote):
-            if sa.state is State.ESTABLISHED:
+            moved = sa.state is State.ESTABLISHED
+            if moved:
                 self._note("ikev1.peer_moved", connection=sa.name, old=sa.remote_str,
                            new=f"{remote[0]}:{remote[1]}")
             sa.local, sa.remote = (self.local_address, local_port), remote
+            if moved:
+                self.emit(PeerMoved(sa.name, sa.ident, remote, tuple(c.spi_in for c in sa.children)))
         sa.receive(data, header, now)
         self._collect()
 

@@ -36,6 +36,7 @@ from gateway.ike.events import (
     NegotiationFailed,
     Note,
     PeerDead,
+    PeerMoved,
 )
 from gateway.ike.identity import Identity, IdType
 from gateway.ike.pool import PoolExhausted
@@ -722,6 +723,7 @@ class IkeSa:
             self._note("ike.peer_moved", ike_sa=self.ident, old=self.remote_str,
                        new=f"{remote[0]}:{remote[1]}")
             self.remote = remote  # 2.23: follow a NAT mapping change
+            self.ctx.emit(PeerMoved(self.name, self.ident, remote, tuple(c.spi_in for c in self.children)))
         if header.is_response:
             out = self.outstanding
             assert out is not None

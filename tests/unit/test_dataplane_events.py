@@ -1,15 +1,20 @@
-"""Traps: a policy without SAs asks for them once, holds (or passes in clear) the packets
-meanwhile, and sends the held ones first once the SAs are up (demand-dial, RFC 4301 5.1.1)."""
+"""What the dataplane tells the shell, and what it does meanwhile.
+
+Traps: a policy without SAs asks for them once, holds (or passes in clear) the packets
+meanwhile, and sends the held ones first once the SAs are up (demand-dial, RFC 4301 5.1.1).
+NAT rebinding: authenticated ESP from a new address or port is reported once; forged
+packets from anywhere are not."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from socket import inet_aton
 
 from test_keylog import LOCAL, REMOTE, child_up, table
 
 from gateway.dataplane import esp, ip
-from gateway.dataplane.engine import SEND_ESP, SEND_IP, Acquire
+from gateway.dataplane.engine import SEND_ESP, SEND_IP, SEND_UDP, Acquire
 from gateway.dataplane.sa import Direction, Mode, SecurityAssociation
 from gateway.ike.events import ChildSaDown, ChildSaUp
 from gateway.ike.trafficselectors import TsRange
@@ -101,3 +106,39 @@ def _peer_inbound(sa: SecurityAssociation, up: ChildSaUp) -> SecurityAssociation
         name="peer", spi=sa.spi, direction=Direction.IN, mode=sa.mode, local=sa.remote, remote=sa.local,
         suite=sa.esp, encryption_key=up.keys.encr_out, integrity_key=up.keys.integ_out, encap=None,
         esn=False, selectors=(), replay_window=64)
+
+
+# -- NAT rebinding: authenticated ESP from a new address or port ---------------------------------
+
+
+def test_authenticated_esp_from_a_new_port_reports_the_mapping_once() -> None:
+    from gateway.dataplane.engine import MappingChanged
+
+    t = table(None)
+    up = dataclasses.replace(child_up("aes128gcm16"), encap_remote_port=4500)
+    tunnel, _ = t.up(up)
+    ours = tunnel.pairs[up.spi_in].inbound
+    assert ours.esp is not None
+    peer_out = SecurityAssociation.build_esp(
+        name="peer", spi=ours.spi, direction=Direction.OUT, mode=ours.mode, local=ours.remote,
+        remote=ours.local, suite=ours.esp, encryption_key=up.keys.encr_in, integrity_key=up.keys.integ_in,
+        encap=None, esn=False, selectors=(), replay_window=0)
+    engine = t.engine
+
+    def from_peer(n: int) -> bytes:
+        return esp.encapsulate(peer_out, ping(n)[20:], 1)
+
+    assert engine.inbound_udp(from_peer(1), (REMOTE, 4500)) is not None
+    assert list(engine.events) == []  # where the SA expects it
+    forged = bytearray(from_peer(2))
+    forged[-1] ^= 1
+    assert engine.inbound_udp(bytes(forged), (REMOTE, 6666)) is None
+    assert list(engine.events) == [] and engine.drops["bad_icv"] == 1  # not authenticated: ignored
+    assert engine.inbound_udp(from_peer(3), (REMOTE, 5555)) is not None
+    assert engine.inbound_udp(from_peer(4), (REMOTE, 5555)) is not None
+    assert list(engine.events) == [MappingChanged("dialin", ours.spi, (REMOTE, 5555))]  # once
+    for sa in (ours, tunnel.pairs[up.spi_in].outbound):
+        sa.move_peer(REMOTE, 5555)
+    kind, _, address = engine.outbound(ping(5))  # type: ignore[misc]
+    assert kind == SEND_UDP
+    assert address == (REMOTE, 5555)
