@@ -159,7 +159,8 @@ class GatewayPair:
                  esn: bool = True, replay_window: int = 1024, edge: bool = True,
                  log_level: str = "info", keying: str = "manual",
                  hq_extra: dict[str, Any] | None = None,
-                 branch_connection: dict[str, Any] | None = None) -> None:
+                 branch_connection: dict[str, Any] | None = None,
+                 branch_extra: dict[str, Any] | None = None) -> None:
         self.topology = topology
         self.workdir = Path(workdir)
         self.algorithm = algorithm
@@ -175,6 +176,8 @@ class GatewayPair:
         self.hq_extra = hq_extra or {}
         #: settings merged into the branch's connection to HQ (e.g. demand_dial)
         self.branch_connection = branch_connection or {}
+        #: more config sections for the branch (e.g. ike timing)
+        self.branch_extra = branch_extra or {}
         self.psk = os.urandom(24).hex()
         hq, br = topology.hq, topology.branch
         self.keys = {
@@ -229,9 +232,8 @@ class GatewayPair:
             "logging": {"level": self.log_level},
             "connections": {("branch1" if name == "hq" else "hq"): conn},
         }
-        if name == "hq":
-            for key, value in self.hq_extra.items():
-                config[key] = {**config[key], **value} if key == "connections" else value
+        for key, value in (self.hq_extra if name == "hq" else self.branch_extra).items():
+            config[key] = {**config[key], **value} if key == "connections" else value
         return config
 
     def write_configs(self) -> None:
