@@ -32,6 +32,8 @@ def cross_checks(config: Config) -> list[Problem]:
                     problems.append(Problem((*base, "remote_subnets"),
                                             f"{subnet} overlaps remote_subnets of {other_name}"))
     problems += _users(config)
+    if config.policy is not None:
+        problems += _policy(config)
     if config.logging.save_keys is not None:
         from gateway.keylog import directory_problem
 
@@ -70,6 +72,20 @@ def _l2tp(base: tuple[str, ...], conn: Connection, config: Config) -> list[Probl
         if l2tp.redial_min > l2tp.redial_max:
             out.append(Problem((*base, "l2tp", "redial_min"), "redial_min is longer than redial_max"))
     return out
+
+
+def _policy(config: Config) -> list[Problem]:
+    """The policy section resolved against the connections and compiled for this gateway
+    (`gateway.policy.runtime`): the first error, or the warnings."""
+    from gateway.policy.model import PolicyError
+    from gateway.policy.runtime import plan_policy
+
+    try:
+        runtime = plan_policy(config)
+    except PolicyError as exc:
+        return [Problem(exc.path or ("policy",), str(exc))]
+    assert runtime is not None
+    return [Problem(path, message, warning=True) for path, message in runtime.warnings]
 
 
 def _users(config: Config) -> list[Problem]:
