@@ -43,6 +43,8 @@ from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
+from gateway.policy.model import PolicyError
+from gateway.policy.runtime import PolicyRuntime, plan_policy
 from gateway.tunnels import TrafficTotals, TunnelTable
 
 log = logging.getLogger("gateway")
@@ -71,6 +73,9 @@ def sd_notify(message: str) -> None:
 
 
 class Gateway:
+    #: the IPsec policy in force (`gateway.policy.runtime`), installed at start
+    policy: PolicyRuntime | None = None
+
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         cfg = loaded.config
@@ -111,6 +116,7 @@ class Gateway:
             "rekey": self._control_rekey,
             "sessions": self._control_sessions,
             "kick": self._control_kick,
+            "policy": self._control_policy,
         })
         self._stop = asyncio.Event()
         self._last_drops: dict[str, int] = {}
@@ -161,6 +167,7 @@ class Gateway:
                                   cfg.dataplane.replay_window)
             await self._install(tunnel)
         self._start_ike(peers)
+        await self._policy_start()
         await self.control.start()
         if cfg.metrics.listen is not None:
             from gateway.metrics import serve
@@ -243,6 +250,7 @@ class Gateway:
         self.ike_stats.observe(ev, conn.ike.version if conn is not None else 0)
         if isinstance(ev, ChildSaUp):
             tunnel, new_routes = self.ike_tunnels.up(ev, activate=ev.activate)
+            self._send_held(tunnel.name)
             event(log, "child.up", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
                   spi_out=f"0x{ev.spi_out:08x}", algorithm=ev.suite.name, mode=ev.mode,
                   encap=f"udp:{ev.encap_remote_port}" if ev.encap_remote_port else "none",
@@ -368,6 +376,8 @@ class Gateway:
     def _acquire(self, name: str) -> None:
         """Traffic waits on a connection without SAs: with DPD action "hold" it comes back
         up on demand (the trap that demand-dial builds on)."""
+        if self._policy_acquire(name):
+            return
         ike = self.ike
         conn = self.config.connections.get(name)
         if ike is None or conn is None or conn.keying != "ike" or conn.dpd.action != "hold":
@@ -533,6 +543,50 @@ class Gateway:
                 event(log, "dataplane.drops", logging.WARNING,
                       **{k: delta[k] for k in sorted(delta)})
             self._last_drops = drops
+
+    # -- the IPsec policy (gateway.policy.runtime) -------------------------------------------
+    async def _policy_start(self) -> None:
+        """Install the configured policy: SPD entries, the inbound check, the traps of the
+        connections its rules negotiate through, its routes, and its say on the CHILD_SAs
+        peers ask for."""
+        if self.config.policy is None:
+            return
+        try:
+            policy = plan_policy(self.config)
+        except PolicyError as exc:
+            raise StartupError(f"policy: {exc}") from exc
+        assert policy is not None and self.ike is not None
+        self.policy = policy
+        policy.install(self.engine, self.ike_tunnels)
+        self.ike.set_child_policy(policy.responder_check)
+        for route in policy.routes:
+            await self.backend.route_unmarked(route.mode, list(route.local), list(route.remote))
+        event(log, "policy.installed", policy=policy.compiled.name, entries=len(policy.compiled.entries),
+              traps=",".join(t.connection for t in policy.traps) or "none",
+              routes=",".join(str(n) for r in policy.routes for n in r.remote) or "none",
+              default_response="on" if policy.compiled.default_response is not None else "off")
+
+    def _policy_acquire(self, name: str) -> bool:
+        """Traffic hit a policy's trap: bring its connection up (the trap holds the packets,
+        or sends them in clear, meanwhile).  False if the policy has no such trap."""
+        policy, ike = self.policy, self.ike
+        if policy is None or ike is None or not policy.initiates(name):
+            return False
+        if not ike.established(name) and not ike.negotiating(name):
+            event(log, "ike.acquire", connection=name, detail="traffic for the policy's rules: initiating")
+            ike.initiate(name, time.monotonic(), keep_up=False)
+            self._ike_flush()
+        return True
+
+    def _send_held(self, name: str) -> None:
+        """What a trap held while its SAs were negotiated: sent first, now that they are up."""
+        for result in self.engine.release_held(name):
+            self.backend.transmit(result)
+
+    def _control_policy(self, req: dict[str, Any]) -> Any:
+        if self.policy is None:
+            return {"policy": None, "entries": [], "traps": [], "routes": []}
+        return self.policy.describe(self.engine)
 
     # -- metrics ---------------------------------------------------------------------------
     def metrics_snapshot(self) -> dict[str, Any]:
