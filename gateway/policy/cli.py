@@ -49,7 +49,9 @@ def _action(runtime: PolicyRuntime, answer: Explanation) -> str:
     where = f"tunnel to {entry.tunnel_endpoint}" if entry.tunnel_endpoint is not None else "transport mode"
     text = f"negotiate ({how}): {_methods(entry)}, {where} via connection {connection!r}"
     trap = runtime.trap_of(connection)
-    if trap is not None and not trap.initiates:
+    if trap is None:
+        text += ", when its peers negotiate (the dial-up service's SAs)"
+    elif not trap.initiates:
         text += (", sent in clear until the peer negotiates" if entry.fallback_to_clear
                  else ", dropped until the peer negotiates (its remote is %any: it cannot be called)")
     elif entry.fallback_to_clear:

@@ -22,7 +22,9 @@ policy route brings into the TUN and nothing decides goes out in clear
   One connection has one SPD policy, at the place of its first (most specific) entry; a
   filter of another rule between its entries that overlaps them is refused.  A connection
   open to any peer (``%any``) cannot initiate: its trap drops (require) or passes
-  (request) until a peer negotiates, and each peer's SAs go just before the trap.
+  (request) until a peer negotiates, and each peer's SAs go just before the trap.  An
+  L2TP connection may be named so that its clients' requests are accepted; its SAs stay
+  the dial-up service's (no trap, its own selectors).
 
 Routes.  Only what the kernel routes into the TUN meets the SPD.  The remote networks of
 traps and of block filters (never ``any``, never this gateway's own side) are routed into
@@ -347,13 +349,10 @@ def _reach(name: str, conn: Connection, config: Config
     local = list(conn.local_subnets) or [me]
     if conn.remote_subnets:
         remote = list(conn.remote_subnets)
-    elif conn.remote == "%any":
-        remote = [_ANY]
+    elif conn.remote == "%any" or not _is_address(conn.remote):
+        remote = [_ANY]  # any peer, or a host name only resolved when the daemon starts
     else:
-        try:
-            remote = [ipaddress.IPv4Network(conn.remote)]
-        except ValueError:  # a host name: resolved when the daemon starts
-            remote = []
+        remote = [ipaddress.IPv4Network(conn.remote)]
     return local, remote, "own address" if not conn.local_subnets else "local_subnets", \
         "peer" if not conn.remote_subnets else "remote_subnets"
 
@@ -429,8 +428,8 @@ class _Planner:
                                   "which is manually keyed: only an IKE connection (keying: ike) can "
                                   "negotiate", where)
             if conn.l2tp is not None:
-                raise PolicyError(f"rule {rule.name!r}: connection {name!r} carries L2TP (its SAs belong "
-                                  "to the dial-up service): negotiate through another connection", where)
+                out[rule.name] = name  # for its peers' requests only: no trap (see `traps`)
+                continue
             if (rule.tunnel_endpoint is not None) != (conn.mode == "tunnel"):
                 mode = "tunnel" if rule.tunnel_endpoint is not None else "transport"
                 raise PolicyError(f"rule {rule.name!r} is {mode} mode but connection {name!r} is "
@@ -452,6 +451,8 @@ class _Planner:
         traps = []
         for name, entries in by_connection.items():
             conn = self.config.connections[name]
+            if conn.l2tp is not None:
+                continue  # the dial-up service's SAs: its own selectors, never called by traffic
             local, remote, local_what, remote_what = _reach(name, conn, self.config)
             for entry in entries:
                 for pair in entry.selectors:
@@ -511,8 +512,8 @@ class _Planner:
 
     @staticmethod
     def trap_selectors(entry: PolicyEntry, traps: list[Trap]) -> tuple[SelectorPair, ...]:
-        if entry.action is Action.PROTECT:
-            trap = next(t for t in traps if entry in t.entries)
+        trap = next((t for t in traps if entry in t.entries), None)
+        if trap is not None:
             return trap.selectors
         return orientations(entry)
 

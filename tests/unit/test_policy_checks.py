@@ -87,11 +87,6 @@ LINE = BASE.count("\n") + 1  # the line after BASE
           "'manual1', which is manually keyed: only an IKE connection (keying: ike) can negotiate"),
     ("""
      policy:
-       rules: [{name: r, filter_list: all-ip, filter_action: require-security, connection: dialin}]
-     """, "hq.yaml:{2} policy.rules.0.connection: rule 'r': connection 'dialin' carries L2TP (its SAs "
-          "belong to the dial-up service): negotiate through another connection"),
-    ("""
-     policy:
        filter_lists: {x: [{source: 10.1.0.0/24, destination: 10.5.0.0/24}]}
        rules: [{name: r, filter_list: x, filter_action: require-security, connection: branch1}]
      """, "hq.yaml:{3} policy.rules.0: rule 'r', filter 10.1.0.0/24 -> 10.5.0.0/24 any: 10.5.0.0/24 is "

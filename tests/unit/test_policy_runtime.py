@@ -317,3 +317,29 @@ def test_a_traps_policy_keeps_its_priority_and_counter_as_sas_come_and_go() -> N
     # without a trap nothing changes: a connection's policy sits at 1000
     other, _ = table.up(child_up("plain", local="10.1.0.0/24", remote="10.8.0.0/24", spi_in=0xD0000001))
     assert other.policy.priority == 1000
+
+
+def test_an_l2tp_connection_named_by_a_rule_answers_its_clients_without_a_trap() -> None:
+    rt, table = installed(SECURE_SERVER.replace("connections:\n", """connections:
+  dialin:
+    remote: "%any"
+    auth: {method: psk, psk: dialin-secret-0123456789}
+    l2tp: {role: lns, pool: dialin}
+""") + """\
+  filter_lists:
+    l2tp: [{source: me, destination: any, protocol: udp, source_port: 1701}]
+  rules:
+    - {name: l2tp, filter_list: l2tp, filter_action: require-security, connection: dialin}
+pools:
+  dialin: {subnet: 10.9.0.0/24}
+users:
+  alice: {password: alice-password}
+""")
+    assert [t.connection for t in rt.traps] == ["clients"] and rt.negotiated("dialin") is None
+    client = TsRange(ipaddress.IPv4Address("203.0.113.9"), ipaddress.IPv4Address("203.0.113.9"), 17)
+    l2tp = TsRange(ipaddress.IPv4Address(HQ), ipaddress.IPv4Address(HQ), 17, 1701, 1701)
+    assert rt.responder_check("dialin", (client,), (l2tp,)) is None
+    assert rt.responder_check("clients", (client,), (l2tp,)) == (
+        "rule 'l2tp' negotiates 203.0.113.9/32[17/0-65535] -> 192.0.2.1/32[17/1701] with connection 'dialin'")
+    names = [p.name for p in table.engine.spd]
+    assert "clients" in names and "dialin" not in names  # the dial-up service's SAs bring their own
