@@ -181,8 +181,9 @@ def show_text(described: dict[str, Any], source: str) -> str:
         action = e["action"] + (f" ({e['security']})" if e["security"] else "")
         via = f" via {e['connection']}" if e["connection"] else ""
         mirrored = ", mirrored" if e["mirrored"] else ""
+        whose = " (the connection's)" if e["connection"] else ""
         lines.append(f"  {e['position']:>3}. {action:<20} rule {e['rule']!r}: {e['filter_list']} "
-                     f"{e['filter']}{mirrored}{via}  hits {e['hits']} out, {e['hits_in']} in")
+                     f"{e['filter']}{mirrored}{via}  hits {e['hits']} out{whose}, {e['hits_in']} in")
     for t in described["traps"]:
         calls = ", calls on demand" if t["initiates"] else ", answers only"
         state = "SA up" if t["sa"] else "no SA" + calls

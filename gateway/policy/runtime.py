@@ -116,7 +116,7 @@ def _contains(pair: SelectorPair, remote: TsRange, local: TsRange) -> bool:
     return True
 
 
-def _ts(selector: Any, protocol: int) -> TsRange:
+def _ts(selector: TrafficSelector, protocol: int) -> TsRange:
     return TsRange.of_network(selector.network, protocol, selector.port_start, selector.port_end)
 
 

@@ -115,9 +115,9 @@ def test_show_lists_entries_traps_and_routes() -> None:
     assert cli.show_text(rt.describe(table.engine), "running gateway") == textwrap.dedent("""\
         policy hq (running gateway; me: 192.0.2.1; default response off)
             1. permit               rule 'dns-clear': dns me -> 203.0.113.53:53 udp, mirrored  hits 0 out, 0 in
-            2. negotiate (request)  rule 'server': server me -> 203.0.113.2 any, mirrored via server  hits 0 out, 0 in
+            2. negotiate (request)  rule 'server': server me -> 203.0.113.2 any, mirrored via server  hits 0 out (the connection's), 0 in
             3. block                rule 'no-ping-11': ping-11 10.2.0.11 -> 10.1.0.0/24 icmp, mirrored  hits 1 out, 0 in
-            4. negotiate (require)  rule 'branch-lans': branch-lans 10.1.0.0/24 -> 10.2.0.0/24 any, mirrored via branch1  hits 0 out, 0 in
+            4. negotiate (require)  rule 'branch-lans': branch-lans 10.1.0.0/24 -> 10.2.0.0/24 any, mirrored via branch1  hits 0 out (the connection's), 0 in
             5. block                rule 'no-telnet': telnet me -> 198.18.0.0/15:23 tcp, mirrored  hits 0 out, 0 in
           trap server: request, transport, hold 0, no SA, calls on demand, 0 held: 192.0.2.1/32 === 203.0.113.2/32
           trap branch1: require, tunnel, hold 32, no SA, calls on demand, 0 held: 10.1.0.0/24 === 10.2.0.0/24
