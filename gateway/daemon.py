@@ -572,7 +572,7 @@ class Gateway:
         policy, ike = self.policy, self.ike
         if policy is None or ike is None or not policy.initiates(name):
             return False
-        if not ike.established(name) and not ike.negotiating(name):
+        if not ike.negotiating(name):  # neither connecting nor up
             event(log, "ike.acquire", connection=name, detail="traffic for the policy's rules: initiating")
             ike.initiate(name, time.monotonic(), keep_up=False)
             self._ike_flush()
