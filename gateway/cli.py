@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keygen)
 
     _add_pki_parser(sub)
+
+    from gateway.policy.cli import register as register_policy
+
+    register_policy(sub)
     return parser
 
 

@@ -52,6 +52,8 @@ from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
 from gateway.logs import event
 from gateway.manual import ManualTunnel, build_manual
+from gateway.policy.model import PolicyError
+from gateway.policy.runtime import PolicyRuntime, plan_policy
 from gateway.reload import ReloadPlan, fingerprints
 from gateway.reload import plan as reload_plan
 from gateway.tunnels import TrafficTotals, TunnelTable
@@ -91,6 +93,9 @@ def sd_notify(message: str) -> None:
 
 
 class Gateway:
+    #: the IPsec policy in force (`gateway.policy.runtime`), installed at start
+    policy: PolicyRuntime | None = None
+
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         cfg = loaded.config
@@ -138,6 +143,7 @@ class Gateway:
             "sessions": self._control_sessions,
             "kick": self._control_kick,
             "reload": self._control_reload,
+            "policy": self._control_policy,
         })
         self._stop = asyncio.Event()
         self._last_drops: dict[str, int] = {}
@@ -192,8 +198,14 @@ class Gateway:
             tunnel = build_manual(name, conn, cfg.gateway.public_address,
                                   cfg.dataplane.replay_window)
             await self._install(tunnel)
+        if cfg.policy is not None:  # planned first: the traps of its connections are its own
+            try:
+                self.policy = plan_policy(cfg)
+            except PolicyError as exc:
+                raise StartupError(f"policy: {exc}") from exc
         await self._install_traps()
         self._start_ike(peers)
+        await self._policy_start()
         await self.control.start()
         if cfg.metrics.listen is not None:
             from gateway.metrics import serve
@@ -276,6 +288,8 @@ class Gateway:
         self.ike_stats.observe(ev, conn.ike.version if conn is not None else 0)
         if isinstance(ev, ChildSaUp):
             tunnel, new_routes = self.ike_tunnels.up(ev, activate=ev.activate)
+            if ev.connection not in self.demand:
+                self._send_held(tunnel.name)
             event(log, "child.up", connection=ev.connection, spi_in=f"0x{ev.spi_in:08x}",
                   spi_out=f"0x{ev.spi_out:08x}", algorithm=ev.suite.name, mode=ev.mode,
                   encap=f"udp:{ev.encap_remote_port}" if ev.encap_remote_port else "none",
@@ -437,6 +451,13 @@ class Gateway:
             await self._install_trap(name, conn)
 
     async def _install_trap(self, name: str, conn: Connection) -> None:
+        ruled = self.policy.trap_of(name) if self.policy is not None else None
+        if ruled is not None:
+            # the policy's trap: its selectors, place and hold, routes in the table of
+            # unmarked packets (`_policy_start`); again here when a reload brings it back
+            self.ike_tunnels.install_trap(name, ruled.selectors, ruled.mode, hold=ruled.hold,
+                                          fallback_clear=ruled.fallback_clear, priority=ruled.priority)
+            return
         dd = conn.demand_dial if name in self.demand else None
         if isinstance(conn.l2tp, L2tpClient) and dd is not None:
             trap = f"{name}.demand"
@@ -652,6 +673,8 @@ class Gateway:
     def _acquire(self, name: str) -> None:
         """Traffic waits on a connection without SAs: a demand-dial interface dials; with DPD
         action "hold" a connection comes back up on demand."""
+        if self._policy_acquire(name):
+            return
         ike = self.ike
         connection = self._trap_of.get(name)
         if connection is not None:
@@ -683,6 +706,8 @@ class Gateway:
             policy = tunnel.policy
             if policy.acquired and policy.esp_out is None and not ike.negotiating(tunnel.name):
                 policy.acquired = False  # the last attempt is over: the next packet may retry
+                if tunnel.name not in self._trap_of:  # (demand-dialers drop theirs themselves)
+                    self.engine.discard_held(tunnel.name)
         for tunnel in self.ike_tunnels.tunnels.values():
             for spi, pair in tunnel.pairs.items():
                 sa = ike.ike_sa_of_child(spi)
@@ -996,8 +1021,8 @@ class Gateway:
 
     # -- periodic ------------------------------------------------------------------------
     def _housekeeping(self) -> None:
+        self._engine_events()  # first: an Acquire not yet acted on is not a finished attempt
         self._ike_liveness()
-        self._engine_events()
         now = time.monotonic()
         if self.demand:
             self._demand_poll(now)
@@ -1010,6 +1035,46 @@ class Gateway:
                 event(log, "dataplane.drops", logging.WARNING,
                       **{k: delta[k] for k in sorted(delta)})
             self._last_drops = drops
+
+    # -- the IPsec policy (gateway.policy.runtime) -------------------------------------------
+    async def _policy_start(self) -> None:
+        """Install the configured policy: SPD entries, the inbound check, the traps of the
+        connections its rules negotiate through, its routes, and its say on the CHILD_SAs
+        peers ask for."""
+        policy = self.policy
+        if policy is None:
+            return
+        assert self.ike is not None
+        policy.install(self.engine, self.ike_tunnels)
+        self.ike.set_child_policy(policy.responder_check)
+        for route in policy.routes:
+            await self.backend.route_unmarked(route.mode, list(route.local), list(route.remote))
+        event(log, "policy.installed", policy=policy.compiled.name, entries=len(policy.compiled.entries),
+              traps=",".join(t.connection for t in policy.traps) or "none",
+              routes=",".join(str(n) for r in policy.routes for n in r.remote) or "none",
+              default_response="on" if policy.compiled.default_response is not None else "off")
+
+    def _policy_acquire(self, name: str) -> bool:
+        """Traffic hit a policy's trap: bring its connection up (the trap holds the packets,
+        or sends them in clear, meanwhile).  False if the policy has no such trap."""
+        policy, ike = self.policy, self.ike
+        if policy is None or ike is None or not policy.initiates(name):
+            return False
+        if not ike.negotiating(name):  # neither connecting nor up
+            event(log, "ike.acquire", connection=name, detail="traffic for the policy's rules: initiating")
+            ike.initiate(name, time.monotonic(), keep_up=False)
+            self._ike_flush()
+        return True
+
+    def _send_held(self, name: str) -> None:
+        """What a trap held while its SAs were negotiated: sent first, now that they are up."""
+        for result in self.engine.release_held(name):
+            self.backend.transmit(result)
+
+    def _control_policy(self, req: dict[str, Any]) -> Any:
+        if self.policy is None:
+            return {"policy": None, "entries": [], "traps": [], "routes": []}
+        return self.policy.describe(self.engine)
 
     # -- metrics ---------------------------------------------------------------------------
     def metrics_snapshot(self) -> dict[str, Any]:

@@ -161,7 +161,11 @@ def plan(running: Config, new: Config, *, running_files: Mapping[str, bytes] | N
                                         "the running pool stays until a restart"))
         else:
             pools_changed.append(name)
-    config = new.model_copy(update={**{s: getattr(running, s) for s in RESTART_SECTIONS}, "pools": pools})
+    if running.policy != new.policy:  # compiled and installed at start, as a whole
+        restart.append(NeedsRestart("policy", "the IPsec policy is installed at start: a restart "
+                                    "applies the new one; the running policy stays"))
+    config = new.model_copy(update={**{s: getattr(running, s) for s in RESTART_SECTIONS}, "pools": pools,
+                                    "policy": running.policy})
 
     added, changed, unchanged = [], [], []
     for name, conn in config.connections.items():

@@ -144,7 +144,12 @@ class TunnelTable:
         tunnel = self.tunnels.get(key)
         new_routes = False
         if tunnel is None:
-            policy = Policy(key, pair.outbound.selectors, mode=Mode(ev.mode), esp_out=pair.outbound)
+            # A peer of a connection open to many whose trap sits at a given priority takes
+            # the place just before the trap (the trap holds the policy's order).
+            trap = self.tunnels.get(ev.connection) if key != ev.connection else None
+            priority = trap.policy.priority - 1 if trap is not None and trap.trap else 1000
+            policy = Policy(key, pair.outbound.selectors, mode=Mode(ev.mode), priority=priority,
+                            esp_out=pair.outbound)
             tunnel = ConnectionTunnel(key, policy)
             self.tunnels[key] = tunnel
             self.engine.install_policy(policy)
@@ -163,13 +168,13 @@ class TunnelTable:
     def install_trap(self, name: str, selectors: tuple[SelectorPair, ...], mode: Mode, *,
                      hold: int = 0, fallback_clear: bool = False, priority: int = 1000) -> ConnectionTunnel:
         """A policy without SAs, installed before any negotiation (a "trap", RFC 4301 5.1.1):
-        its first packet asks IKE for SAs and waits in the hold queue meanwhile. A trap
-        behind other policies (a larger ``priority``) only catches what they leave."""
+        its first packet asks IKE for SAs and waits in the hold queue meanwhile.  The policy
+        keeps `priority` (its place in the SPD) as SAs come and go."""
         tunnel = self.tunnels.get(name)
         if tunnel is not None:
             return tunnel
-        policy = Policy(name, selectors, mode=mode, hold=hold, fallback_clear=fallback_clear,
-                        priority=priority)
+        policy = Policy(name, selectors, mode=mode, priority=priority, hold=hold,
+                        fallback_clear=fallback_clear)
         tunnel = ConnectionTunnel(name, policy, trap=selectors,
                                   remote_nets=sorted({p.remote.network for p in selectors}),
                                   local_nets=sorted({p.local.network for p in selectors}))
@@ -204,8 +209,9 @@ class TunnelTable:
                                      esp_out=pair.outbound))
 
     def _replace(self, tunnel: ConnectionTunnel, policy: Policy) -> None:
-        old = tunnel.policy
-        policy.hold, policy.fallback_clear = old.hold, old.fallback_clear
+        old = tunnel.policy  # the policy stays what it was (its place, trap, counter); only its SAs change
+        policy.hold, policy.fallback_clear, policy.priority = old.hold, old.fallback_clear, old.priority
+        policy.hits = old.hits
         self.engine.remove_policy(tunnel.name)
         tunnel.policy = policy
         self.engine.install_policy(policy)

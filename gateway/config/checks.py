@@ -34,6 +34,8 @@ def cross_checks(config: Config) -> list[Problem]:
                     problems.append(Problem((*base, "remote_subnets"),
                                             f"{subnet} overlaps remote_subnets of {other_name}"))
     problems += _users(config)
+    if config.policy is not None:
+        problems += _policy(config)
     if config.logging.save_keys is not None:
         from gateway.keylog import directory_problem
 
@@ -101,6 +103,20 @@ def _demand_dial(base: tuple[str, ...], conn: Connection) -> list[Problem]:
         out.append(Problem((*where, "queue"), "with no queue the packet that dials is dropped",
                            warning=True))
     return out
+
+
+def _policy(config: Config) -> list[Problem]:
+    """The policy section resolved against the connections and compiled for this gateway
+    (`gateway.policy.runtime`): the first error, or the warnings."""
+    from gateway.policy.model import PolicyError
+    from gateway.policy.runtime import plan_policy
+
+    try:
+        runtime = plan_policy(config)
+    except PolicyError as exc:
+        return [Problem(exc.path or ("policy",), str(exc))]
+    assert runtime is not None
+    return [Problem(path, message, warning=True) for path, message in runtime.warnings]
 
 
 def _users(config: Config) -> list[Problem]:

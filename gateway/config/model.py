@@ -418,6 +418,11 @@ class IkeSection(Strict):
     retransmit_tries: int = Field(5, ge=0, le=20)
 
 
+# The policy section's schema builds on the types above (and the policy model): imported
+# here, after them, so that either package may be imported first.
+from gateway.config.policy import PolicySection  # noqa: E402
+
+
 class Config(Strict):
     gateway: GatewaySection
     dataplane: DataplaneSection = DataplaneSection()
@@ -429,3 +434,5 @@ class Config(Strict):
     pools: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Pool] = {}
     connections: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")], Connection] = {}
     users: dict[Annotated[str, Field(min_length=1, max_length=253)], User] = {}
+    #: the IPsec policy (gateway.policy): filter lists, filter actions, rules
+    policy: PolicySection | None = None

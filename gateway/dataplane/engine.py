@@ -90,6 +90,9 @@ class Dataplane:
     def __init__(self, edge: EdgePolicy) -> None:
         self.edge = edge
         self.spd = SecurityPolicyDatabase()
+        #: what decides packets that came out of an SA, beyond its selectors (RFC 4301 5.2):
+        #: the first match wins and DISCARD drops (a block rule covers traffic in tunnels too)
+        self.spd_in = SecurityPolicyDatabase(inbound=True)
         self.sad_in: dict[tuple[int, bytes], SecurityAssociation] = {}
         self.sas_out: list[SecurityAssociation] = []
         self.drops = DropCounters()
@@ -161,6 +164,7 @@ class Dataplane:
             policy = spd.lookup(src, dst, proto)
         if policy is None:
             raise Dropped(DropReason.NO_POLICY)
+        policy.hits += 1
         if policy.action is Action.BYPASS:
             # Routed into the TUN but exempt from IPsec: send it on in clear, via the
             # marked raw socket that the TUN routes do not catch.
@@ -169,7 +173,6 @@ class Dataplane:
             raise Dropped(DropReason.POLICY_DISCARD)
         if len(packet) > _MAX_INNER:
             raise Dropped(DropReason.TOO_BIG)
-        policy.hits += 1
         sa = policy.esp_out
         if sa is not None:
             if policy.mode is Mode.TUNNEL:
@@ -381,6 +384,8 @@ class Dataplane:
                                       total_length=len(outer) + len(payload)) + payload
         if sa.selectors and not self._selectors_allow(sa, inner):
             raise Dropped(DropReason.POLICY_MISMATCH)
+        if len(self.spd_in) and self._inbound_discards(inner):
+            raise Dropped(DropReason.POLICY_DISCARD)
         sa.counters.packets += 1
         sa.counters.bytes += len(inner)
         if next_header == ip.PROTO_UDP and sa.mode is Mode.TRANSPORT and self.l2tp_handler is not None:
@@ -390,6 +395,21 @@ class Dataplane:
                 self.l2tp_handler(sa.tunnel, (inet_ntoa(inner[12:16]), sport), inner[ihl + 8:])
                 return None
         return inner
+
+    def _inbound_discards(self, inner: bytes) -> bool:
+        """Whether the inbound policy drops this decapsulated packet (its first match is
+        DISCARD); a match of any kind counts as a hit."""
+        src = int.from_bytes(inner[12:16], "big")
+        dst = int.from_bytes(inner[16:20], "big")
+        if self.spd_in.uses_ports:
+            sport, dport = ip.ports(inner, ip.header_length(inner))
+            policy = self.spd_in.lookup(src, dst, inner[9], sport, dport)
+        else:
+            policy = self.spd_in.lookup(src, dst, inner[9])
+        if policy is None:
+            return False
+        policy.hits += 1
+        return policy.action is Action.DISCARD
 
     @staticmethod
     def _selectors_allow(sa: SecurityAssociation, inner: bytes) -> bool:

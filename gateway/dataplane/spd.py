@@ -47,9 +47,16 @@ class Policy:
     def matches(self, src: int, dst: int, proto: int, sport: int, dport: int) -> bool:
         return any(s.matches_outbound(src, dst, proto, sport, dport) for s in self.selectors)
 
+    def matches_inbound(self, src: int, dst: int, proto: int, sport: int, dport: int) -> bool:
+        return any(s.matches_inbound(src, dst, proto, sport, dport) for s in self.selectors)
+
 
 class SecurityPolicyDatabase:
-    def __init__(self) -> None:
+    """Policies in priority order.  ``inbound``: packets are matched as arriving (source on
+    the remote side of the selectors), for the check of what comes out of an SA."""
+
+    def __init__(self, *, inbound: bool = False) -> None:
+        self.inbound = inbound
         self._policies: list[Policy] = []
         self._cache: dict[tuple[int, ...], Policy | None] = {}
         self.uses_ports = False
@@ -80,8 +87,9 @@ class SecurityPolicyDatabase:
         except KeyError:
             pass
         found = None
+        test = Policy.matches_inbound if self.inbound else Policy.matches
         for policy in self._policies:
-            if policy.matches(src, dst, proto, sport, dport):
+            if test(policy, src, dst, proto, sport, dport):
                 found = policy
                 break
         if len(self._cache) >= _CACHE_LIMIT:

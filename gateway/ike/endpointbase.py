@@ -15,9 +15,15 @@ from typing import Any
 
 from gateway.ike.events import Datagram, Note, PeerDead
 from gateway.ike.settings import PeerConfig, Timing
+from gateway.ike.trafficselectors import TsRange
 
 RETRY_MIN = 5.0
 RETRY_MAX = 120.0
+
+#: The IPsec policy's say on a CHILD_SA a peer asks for: (connection, the peer's selectors,
+#: ours, as narrowed) -> None to accept, or why it is refused.  The shell passes one in
+#: (`gateway.policy.runtime`); without one every request the connection allows is accepted.
+ChildPolicy = Callable[[str, tuple[TsRange, ...], tuple[TsRange, ...]], str | None]
 
 
 class EndpointBase:
@@ -34,6 +40,7 @@ class EndpointBase:
         self.keep_up: dict[str, float] = {}  # connection -> earliest next attempt
         self._backoff: dict[str, float] = {}
         self.counters: dict[str, int] = {}
+        self.child_policy: ChildPolicy | None = None
 
     # -- what the cores implement ------------------------------------------------------------
     def _start(self, name: str, now: float) -> Any:
@@ -101,6 +108,12 @@ class EndpointBase:
 
     def transmit(self, datagrams: list[bytes], local_port: int, remote: tuple[str, int]) -> None:
         self._out += [Datagram(d, local_port, remote) for d in datagrams]
+
+    def refuse_child(self, name: str, remote_ts: tuple[TsRange, ...],
+                     local_ts: tuple[TsRange, ...]) -> str | None:
+        """Why the policy refuses a peer's CHILD_SA request, or None (`ChildPolicy`)."""
+        check = self.child_policy
+        return None if check is None else check(name, remote_ts, local_ts)
 
     def allocate_spi(self) -> int:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.ike.endpointbase import ChildPolicy
 from gateway.ike.events import Datagram, Note
 from gateway.ike.settings import PeerConfig
 from gateway.ike.v1.endpoint import IkeV1Endpoint
@@ -33,6 +34,10 @@ class IkeEndpoints:
             for k, v in ep.counters.items():
                 out[prefix + k] = out.get(prefix + k, 0) + v
         return out
+
+    def set_child_policy(self, check: ChildPolicy | None) -> None:
+        """Let the IPsec policy answer peers' CHILD_SA requests in both versions."""
+        self.v2.child_policy = self.v1.child_policy = check
 
     def _of(self, name: str) -> IkeV1Endpoint | IkeV2Endpoint:
         return self.v1 if name in self.v1.configs else self.v2

@@ -118,6 +118,20 @@ class UserspaceBackend:
         for net in remote:
             await self._nl(links.route_remove, self.tun_index, net, table=table)
 
+    async def route_unmarked(self, mode: Mode, local: list[ipaddress.IPv4Network],
+                             remote: list[ipaddress.IPv4Network]) -> None:
+        """Send packets for ``remote`` into the TUN through the table only unmarked packets
+        use (policy routes): what the engine sends in clear on its marked socket leaves by
+        the main table instead of coming back.  Our own packets take a LAN source (tunnel
+        mode, one in ``local``) or the public address."""
+        links = self.links
+        assert links is not None
+        source = await self._nl(links.local_source_for, local) if mode is Mode.TUNNEL else None
+        await self._nl(links.rule_unmarked_to_table, self.mark, self.table)
+        for net in remote:
+            await self._nl(links.route_into, self.tun_index, net, table=self.table,
+                           source=source or self.public_address)
+
     # -- PPP links (L2TP/IPsec) ------------------------------------------------------------
     def transmit(self, result: tuple[int, bytes, tuple[str, int]]) -> None:
         """Send what the engine made (ESP-protected L2TP from the dial-up service)."""

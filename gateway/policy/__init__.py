@@ -1,6 +1,8 @@
 """The IPsec policy: filter lists, filter actions, rules and the predefined policies
 (`model`, `predefined`), compiled into ordered SPD entries (`compiler`), explained per
-packet (`explain`), read from the ``policy:`` config section (`config`).  Sans-IO."""
+packet (`explain`), read from the ``policy:`` config section (`config`), put in the
+running gateway (`runtime`, imported on its own: it needs the config model), and the
+`gateway policy` commands (`cli`).  Sans-IO."""
 
 from gateway.policy.compiler import CompiledPolicy, DefaultResponse, PolicyEntry, compile_policy
 from gateway.policy.explain import Explanation, explain

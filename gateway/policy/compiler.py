@@ -29,8 +29,10 @@ in clear, and with the default response rule on, a peer may still ask to secure 
 (`CompiledPolicy.responder`); the gateway never initiates for it.
 
 Only entries that cover ``out`` become dataplane SPD policies (`spd_policies`): the
-userspace dataplane looks up outbound packets only; inbound packets are checked against
-their SA's selectors (RFC 4301 5.2), and inbound clear traffic never reaches it.
+userspace dataplane looks up outbound packets; inbound packets are checked against their
+SA's selectors (RFC 4301 5.2), and inbound clear traffic never reaches it.  The running
+gateway builds its SPD with `gateway.policy.runtime` (traps for negotiate entries, and an
+inbound SPD so that blocks apply to what comes out of SAs).
 """
 
 from __future__ import annotations

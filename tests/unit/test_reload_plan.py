@@ -183,3 +183,12 @@ def test_an_l2tp_server_uses_its_pool() -> None:
     new["connections"]["lns"]["l2tp"]["hello_interval"] = "30s"
     p = plan(config(data), config(new))
     assert p.changed == (Changed("roadwarrior", ("pools.rw",)), Changed("lns", ("l2tp", "pools.rw")))
+
+
+def test_a_changed_policy_waits_for_a_restart() -> None:
+    new = base()
+    new["policy"] = {"predefined": "secure-server", "connection": "branch1"}
+    old = config(base())
+    p = plan(old, config(new))
+    assert [r.key for r in p.restart] == ["policy"] and "running policy stays" in p.restart[0].reason
+    assert p.config.policy is None and p.empty  # nothing else changed

@@ -144,6 +144,13 @@ def peer_config(name: str, conn: Connection, config: Config, base: Path | None =
         remote_ts = tuple(TsRange.of_network(n) for n in conn.remote_subnets) or (
             TsRange(ipaddress.IPv4Address(0), ipaddress.IPv4Address("255.255.255.255")) if remote is None
             else TsRange.of_network(ipaddress.IPv4Network(remote)),)
+    if config.policy is not None:  # rules that negotiate through this connection say what
+        from gateway.policy.runtime import plan_policy
+
+        runtime = plan_policy(config)
+        negotiated = runtime.negotiated(name) if runtime is not None else None
+        if negotiated is not None:
+            local_ts, remote_ts = negotiated
     life = conn.lifetimes
     child = ChildConfig("net", local_ts, remote_ts,
                         tuple(parse_child_proposal(p) for p in conn.proposals.esp), conn.mode,
