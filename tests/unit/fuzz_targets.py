@@ -21,11 +21,13 @@ import struct
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fuzzing import mutant
 from ike_loopback import BRANCH, HQ, endpoints, psk_pair, seeded
 
+from gateway.config import ConfigError, LoadedConfig, load_config_text
 from gateway.ike.endpoints import IkeEndpoints
 from gateway.ike.events import AuthFailed, ChildSaDown, IkeSaDown, PeerDead
 from gateway.ike.v1 import keymat as v1keymat
@@ -427,3 +429,208 @@ class Ike1Target(_IkeBase):
         sa2 = next(iter(a2._sas.values()))
         header = V1Header(sa2.icookie, sa2.rcookie, first, V1Exchange.MAIN, 0x01, 0, 28 + len(encrypted))
         self.deliver(header.encode() + encrypted, 500, (HQ, 500), garbage=False)
+
+
+# ======================================================================================
+# the configuration loader
+# ======================================================================================
+
+_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+#: A road-warrior and L2TP configuration with every kind of secret the loader reads.
+SECRETS_CONFIG = """\
+gateway: {name: hq, public_interface: wan0, public_address: 192.0.2.1}
+pools:
+  dialin: {subnet: 10.9.0.0/24, dns: [10.1.0.53]}
+users:
+  branch1: {nt_hash: "0a1b2c3d4e5f60718293a4b5c6d7e8f9", password: branch-password-7QX}
+  carol: {password: carol-secret-pw-91, address: 10.77.0.5}
+connections:
+  dialin:
+    remote: "%any"
+    auth: {method: psk, psk: group-key-for-l2tp-Zk8}
+    l2tp: {role: lns, pool: dialin, auth: [mschapv2, chap-md5, pap]}
+  to-branch:
+    remote: 198.51.100.1
+    local_subnets: [10.1.0.0/24]
+    remote_subnets: [10.2.0.0/24]
+    auth: {method: psk, psk: "site-to-site-psk-Hq2Br"}
+    ike: {version: 2, start: start}
+    proposals: {ike: [aes256gcm16-prfsha256-ecp256], esp: [aes256gcm16]}
+"""
+
+#: Secret values in the seeds: none may appear in what the loader says about a document.
+SECRETS = ("branch-password-7QX", "carol-secret-pw-91", "group-key-for-l2tp-Zk8", "site-to-site-psk-Hq2Br",
+           "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "5a1d7c3e0b9f24a6c8e1d3f5a7b9c0e2deadbeef",
+           "0f1e2d3c4b5a69788796a5b4c3d2e1f0cafef00d")
+
+
+class ConfigTarget(Target):
+    """`load_config_text`: any text gives a LoadedConfig or a ConfigError whose messages
+    carry no secret (mode octet ignored; the body is the document, UTF-8 with
+    replacement)."""
+
+    name = "config"
+
+    def __init__(self) -> None:
+        texts = [p.read_text() for p in sorted(_CONFIGS.glob("*.yaml"))] + [SECRETS_CONFIG]
+        self._seeds = [b"\0" + t.encode() for t in texts]
+
+    def seeds(self) -> list[bytes]:
+        return self._seeds
+
+    def feed(self, data: bytes) -> None:
+        self.check(data[1:].decode("utf-8", "replace"))
+
+    @staticmethod
+    def check(text: str) -> LoadedConfig | None:
+        try:
+            return load_config_text(text, "fuzz.yaml")
+        except ConfigError as exc:
+            if not exc.issues:
+                raise Finding("a ConfigError without issues") from None
+            for issue in exc.issues:
+                leaked = [s for s in SECRETS if s in issue.message.lower() or s in issue.message]
+                if leaked:
+                    raise Finding(f"a secret in the error text: {issue}") from None
+                if issue.line < 0 or issue.file != "fuzz.yaml":
+                    raise Finding(f"an issue without its place: {issue!r}") from None
+            return None
+
+
+# ======================================================================================
+# the dataplane: ESP, AH, UDP 4500, the outbound path
+# ======================================================================================
+
+#: Drops that come before the ICV verified: the replay window must not move.
+_BEFORE_AUTH = {"too_short", "malformed", "unknown_spi", "replay", "bad_icv", "bad_padding", "bad_length",
+                "edge_filter", "clear_l2tp", "not_ipv4"}
+
+
+class DataplaneTarget(Target):
+    """Gateway B's `Dataplane` with four inbound SAs from A (ESP AES-GCM tunnel, ESP
+    AES-CBC+HMAC tunnel with ESN, AH tunnel, ESP AES-GCM transport in UDP 4500 carrying
+    L2TP) and an outbound policy.
+
+    Modes: 0 ``inbound_ip`` (raw ESP/AH socket), 1 ``inbound_udp`` (UDP 4500 from A),
+    2 ``outbound`` (a packet from the TUN).  After each input: one counted drop per
+    rejected packet, a replay window moved only by an authentic packet, and each SA
+    still takes A's next packet.
+    """
+
+    name = "esp"
+
+    def __init__(self) -> None:
+        from ipsec_testkit import (
+            A_PUB,
+            B_PUB,
+            NET_A,
+            NET_B,
+            ah_sa,
+            esp_sa,
+            icmp_echo,
+            outer_ip,
+            selector_pair,
+            tcp_packet,
+            udp_packet,
+        )
+
+        from gateway.dataplane import ah, esp, ip
+        from gateway.dataplane.edge import EdgePolicy
+        from gateway.dataplane.engine import Dataplane
+        from gateway.dataplane.sa import Direction, Mode, UdpEncap
+        from gateway.dataplane.spd import Policy
+
+        self.ip, self.esp, self.ah, self.outer_ip = ip, esp, ah, outer_ip
+        self.A, self.B = A_PUB, B_PUB
+        b = Dataplane(EdgePolicy("eth0", B_PUB, ()))
+        self.dp = b
+        self.l2tp: list[tuple[str, tuple[str, int], bytes]] = []
+        b.l2tp_handler = lambda tunnel, peer, payload: self.l2tp.append((tunnel, peer, payload))
+        tunnel_sel = (selector_pair(str(NET_B), str(NET_A)),)
+        host_sel = (selector_pair(f"{B_PUB}/32", f"{A_PUB}/32"),)
+        specs = [  # (kind, suite, spi, mode, esn, encap, selectors)
+            ("esp", "aes128gcm16", 0xA0B0, Mode.TUNNEL, False, None, tunnel_sel),
+            ("esp", "aes256-sha256", 0xA0B1, Mode.TUNNEL, True, None, tunnel_sel),
+            ("ah", "sha256", 0xA0B2, Mode.TUNNEL, False, None, tunnel_sel),
+            ("esp", "aes256gcm16", 0xA0B3, Mode.TRANSPORT, False, UdpEncap(), host_sel),
+        ]
+        self.pairs = []  # (kind, A's outbound SA, B's inbound SA, encap)
+        for kind, suite, spi, mode, esn, encap, sel in specs:
+            make = esp_sa if kind == "esp" else ah_sa
+            extra: dict[str, Any] = {"encap": encap} if kind == "esp" else {}
+            out = make(suite, spi, Direction.OUT, mode=mode, local=A_PUB, remote=B_PUB, esn=esn, seed=spi,
+                       **extra)
+            inb = make(suite, spi, Direction.IN, mode=mode, local=B_PUB, remote=A_PUB, esn=esn, seed=spi,
+                       selectors=sel, name=f"in-{spi:x}", **extra)
+            b.install_inbound(inb)
+            self.pairs.append((kind, out, inb, encap))
+        back = esp_sa("aes128gcm16", 0xB0A0, Direction.OUT, local=B_PUB, remote=A_PUB, seed=0xB0A0)
+        b.install_policy(Policy("b-a", (selector_pair(str(NET_B), str(NET_A)),), mode=Mode.TUNNEL,
+                                esp_out=back))
+        host_a, host_b = "10.1.0.5", "10.2.0.7"
+        inner = [icmp_echo(host_a, host_b), udp_packet(host_a, host_b), tcp_packet(host_a, host_b)]
+        self._seeds: list[bytes] = []
+        for _kind, out, _inb, encap in self.pairs:
+            for packet in inner:
+                mode, data = self._protect(out, packet, encap)
+                self._seeds.append(bytes([mode]) + data)
+        l2tp = udp_packet(A_PUB, B_PUB, 1701, 1701, b"\xc8\x02\x00\x0c\x00\x01\x00\x00\x00\x00\x00\x00")
+        _kind, out, _inb, encap = self.pairs[3]
+        self._seeds.append(bytes([1]) + self._protect(out, l2tp, encap)[1])
+        self._seeds += [b"\x01\xff", b"\x01\0\0\0\0" + bytes(28)]  # a keepalive, IKE after the marker
+        self._seeds += [bytes([2]) + udp_packet(host_b, host_a), bytes([2]) + icmp_echo(host_b, host_a),
+                        bytes([2]) + tcp_packet(host_b, "10.3.0.1")]
+        self.fresh = {host_a: udp_packet(host_a, host_b), str(A_PUB): l2tp}
+
+    def _protect(self, out: Any, packet: bytes, encap: Any) -> tuple[int, bytes]:
+        """What A sends for ``packet`` on ``out``: (mode, bytes)."""
+        ip = self.ip
+        if out.protocol == ip.PROTO_AH:
+            header = ip.build_header(self.A.packed, self.B.packed, ip.PROTO_AH, 0, ident=7)
+            return 0, self.ah.protect(out, header, ip.PROTO_IPIP, packet)
+        if encap is not None:  # transport mode inside UDP 4500
+            ihl = ip.header_length(packet)
+            return 1, self.esp.encapsulate(out, packet[ihl:], packet[9])
+        sealed = self.esp.encapsulate(out, packet, ip.PROTO_IPIP)
+        return 0, self.outer_ip(self.A, self.B, ip.PROTO_ESP, sealed)
+
+    def seeds(self) -> list[bytes]:
+        return self._seeds
+
+    def feed(self, data: bytes) -> None:
+        mode, body = (data[0] % 3, data[1:]) if data else (0, b"")
+        dp = self.dp
+        windows = [(inb.replay.top, inb.replay._bitmap) for _k, _o, inb, _e in self.pairs]
+        drops, keepalives, l2tp = dict(dp.drops), dp.keepalives_received, len(self.l2tp)
+        if mode == 0:
+            result: Any = dp.inbound_ip(body)
+        elif mode == 1:
+            result = dp.inbound_udp(body, (str(self.A), 4500))
+        else:
+            result = dp.outbound(body)
+        delta = {k: v - drops.get(k, 0) for k, v in dp.drops.items() if v != drops.get(k, 0)}
+        taken = (result is not None) + (dp.keepalives_received - keepalives) + (len(self.l2tp) - l2tp)
+        passed = mode == 0 and result is None and not delta and len(body) >= 20 and body[9] not in (50, 51)
+        if sum(delta.values()) + taken != 1 and not passed:
+            raise Finding(f"mode {mode}: drops {delta}, result {result!r:.60}: not one counted outcome")
+        for (top, bitmap), (_k, _o, inb, _e) in zip(windows, self.pairs, strict=True):
+            moved = (inb.replay.top, inb.replay._bitmap) != (top, bitmap)
+            if moved and (not taken and set(delta) & _BEFORE_AUTH):
+                raise Finding(f"a packet dropped before authentication ({delta}) moved {inb.name}'s window")
+        self._still_working()
+
+    def _still_working(self) -> None:
+        """A's next packet on every SA gets through, whatever came before (then the window
+        is put back, so the seeds stay fresh)."""
+        for _kind, out, inb, encap in self.pairs:
+            replay = inb.replay
+            saved = replay.top, replay._bitmap
+            out.seq = max(replay.top, 5000)
+            packet = self.fresh[str(self.A) if encap is not None else "10.1.0.5"]
+            mode, data = self._protect(out, packet, encap)
+            before = len(self.l2tp)
+            result = self.dp.inbound_ip(data) if mode == 0 else self.dp.inbound_udp(data, (str(self.A), 4500))
+            if result is None and len(self.l2tp) == before:
+                raise Finding(f"{inb.name} no longer takes authentic traffic: {dict(self.dp.drops)}")
+            replay.top, replay._bitmap = saved
