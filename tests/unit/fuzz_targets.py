@@ -634,3 +634,203 @@ class DataplaneTarget(Target):
             if result is None and len(self.l2tp) == before:
                 raise Finding(f"{inb.name} no longer takes authentic traffic: {dict(self.dp.drops)}")
             replay.top, replay._bitmap = saved
+
+
+# ======================================================================================
+# L2TP
+# ======================================================================================
+
+
+class L2tpTarget(Target):
+    """An LNS and a LAC with a tunnel and a call up (a shared secret, hidden AVPs, data
+    sequencing), fed mutations of their whole conversation (SCCRQ..ICCN, HELLO, data,
+    CDN, StopCCN).
+
+    Modes: 0 to the LNS from the LAC's address, 1 to the LNS from an address it has no
+    tunnel with, 2 to the LAC from the LNS's address.  Nothing escapes ``receive``; each
+    input is counted (drops, refusals, control), answered, reported or held for
+    acknowledgement; the tunnel survives anything from another address.
+    """
+
+    name = "l2tp"
+    STRANGER = ("192.0.2.99", 1701)
+
+    def __init__(self) -> None:
+        from test_l2tp_wire import LAC_ADDR, LNS_ADDR
+
+        self.lac_addr, self.lns_addr = LAC_ADDR, LNS_ADDR
+        wire, tid, keys = self._up()
+        for key in keys:
+            wire["lac"].endpoint.send_frame(key, b"\xff\x03\xc0\x21\x01\x01\x00\x04")
+        wire.run_for(70)  # HELLO
+        wire["lac"].endpoint.close_session(keys[0], wire.now)
+        wire["lac"].endpoint.close_tunnel(tid, wire.now)
+        wire.run_for(10)
+        self._seeds = [bytes([0 if to == "lns" else 2]) + data for _t, to, data in wire.log]
+        self._seeds += [bytes([1]) + data for _t, to, data in wire.log if to == "lns"]
+        self.fed = 0
+        self.build()
+
+    def _up(self) -> tuple[Any, int, list[Any]]:
+        from test_l2tp_wire import pair, up
+
+        from gateway.l2tp.constants import AvpType
+
+        hidden = frozenset({AvpType.CALLING_NUMBER, AvpType.ASSIGNED_SESSION_ID})
+        wire = pair(lac={"default_secret": b"tunnel-secret", "hide_avps": hidden, "data_sequencing": True},
+                    lns={"default_secret": b"tunnel-secret", "hide_avps": hidden})
+        tid, keys = up(wire, calls=2)
+        return wire, tid, keys
+
+    def build(self) -> None:
+        self.wire, self.tid, _keys = self._up()
+        self.wire.collect()
+        self.now = self.wire.now
+
+    def seeds(self) -> list[bytes]:
+        return self._seeds
+
+    def feed(self, data: bytes) -> None:
+        from gateway.l2tp import SessionDown, TunnelDown
+
+        self.fed += 1
+        lac, lns = self.wire["lac"].endpoint, self.wire["lns"].endpoint
+        if self.fed % 300 == 0 or lac.tunnel_state(self.tid) != "established":
+            self.build()
+            lac, lns = self.wire["lac"].endpoint, self.wire["lns"].endpoint
+        mode, body = (data[0] % 3, data[1:]) if data else (0, b"")
+        ep = lac if mode == 2 else lns
+        source = {0: self.lac_addr, 1: self.STRANGER, 2: self.lns_addr}[mode]
+        ep.datagrams_to_send()
+        drain(ep)
+        before = sum(ep.drops.values()) + sum(ep.refusals.values()) + sum(ep.control.values())
+        timer = ep.get_timer()
+        ep.receive(body, source, self.now)  # any exception here escaped the core
+        out = ep.datagrams_to_send()
+        events = drain(ep)
+        counted = sum(ep.drops.values()) + sum(ep.refusals.values()) + sum(ep.control.values()) > before
+        zlb = len(body) >= 12 and body[0] & 0x80 and int.from_bytes(body[2:4], "big") == 12
+        if not (counted or out or events or ep.get_timer() != timer or zlb):  # a ZLB only acknowledges
+            raise Finding(f"mode {mode}: L2TP input neither counted, answered, reported nor acknowledged "
+                          f"later: {body[:48].hex()}")
+        if mode == 1 and [e for e in events if isinstance(e, SessionDown)
+                          or (isinstance(e, TunnelDown) and e.peer != self.STRANGER)]:
+            raise Finding(f"a stranger's datagram tore the tunnel down: {events}")
+        ep.handle_timer(self.now + 1.0)  # acknowledgements and retransmissions still run
+        ep.datagrams_to_send()
+        drain(ep)
+
+
+# ======================================================================================
+# PPP (LCP, PAP, CHAP-MD5, MS-CHAPv2, IPCP) and the dial-up service around it
+# ======================================================================================
+
+PPP_METHODS = ("mschapv2", "chap-md5", "pap")
+
+
+class PppTarget(Target):
+    """A fresh session (server or client) brought to step k of a real conversation by
+    replaying the peer's first k frames, then given a mutation of frame k: every state
+    of LCP, authentication (each method) and IPCP sees hostile input.
+
+    Input: ``mode`` (method = mode % 3, the server when mode // 3 is even), ``k``, frame.
+    Nothing escapes; drops only grow; timers and close still work afterwards.
+    """
+
+    name = "ppp"
+
+    def __init__(self) -> None:
+        from test_ppp_harness import connect
+
+        self.conversations = {m: connect(m).log for m in PPP_METHODS}
+        self._seeds = []
+        for i, method in enumerate(PPP_METHODS):
+            for side in (0, 1):
+                way = "b>a" if side == 0 else "a>b"  # to the server (a) or to the client (b)
+                frames = [f for _t, w, f in self.conversations[method] if w == way]
+                self._seeds += [bytes([i + 3 * side, k]) + f for k, f in enumerate(frames)]
+
+    def seeds(self) -> list[bytes]:
+        return self._seeds
+
+    def feed(self, data: bytes) -> None:
+        from test_ppp_harness import client_config, client_session, server_config, server_session
+
+        data = data.ljust(2, b"\0")
+        method, server = PPP_METHODS[data[0] % 3], data[0] // 3 % 2 == 0
+        way = "b>a" if server else "a>b"
+        frames = [f for _t, w, f in self.conversations[method] if w == way]
+        k = data[1] % (len(frames) + 1)
+        session = server_session(server_config()) if server else \
+            client_session(client_config("alice", None, methods=(method,)))
+        session.start(0.0)
+        for i, frame in enumerate(frames[:k]):
+            session.receive(frame, 0.1 * i)
+        session.frames_to_send()
+        drain(session)
+        before = sum(session.drops.values())
+        session.receive(data[2:], 10.0)
+        session.frames_to_send()
+        drain(session)
+        if sum(session.drops.values()) < before:
+            raise Finding("a drop counter went down")
+        for t in (20.0, 60.0):
+            timer = session.get_timer()
+            session.handle_timer(t if timer is None else max(t, timer))
+        session.close(100.0, "done")
+        session.handle_timer(200.0)
+        session.frames_to_send()
+        drain(session)
+
+
+class DialupTarget(Target):
+    """`DialupService.receive` of the LNS in the unit tests' lab (IKEv1 + L2TP + PPP with a
+    LAC up), fed mutations of what the LAC sent it: L2TP control and data carrying PPP."""
+
+    name = "dialup"
+
+    def __init__(self) -> None:
+        import test_dialup
+
+        self.lab_module = test_dialup
+        recorded: list[tuple[str, tuple[str, int], bytes]] = []
+        gw = test_dialup.gateway
+        lab = test_dialup.Lab(gw(test_dialup.LNS, 1), gw(test_dialup.LAC, 2))
+        original = lab.hq.dialup.receive
+
+        def receive(tunnel: str, peer: tuple[str, int], data: bytes, now: float) -> None:
+            recorded.append((tunnel, peer, data))
+            original(tunnel, peer, data, now)
+
+        lab.hq.dialup.receive = receive  # type: ignore[method-assign]
+        lab.branch.ike.initiate("to-hq", lab.now)  # as test_dialup.lab() does, recorded
+        lab.pump()
+        lab.advance(70)  # the call, PPP, then HELLO and LCP echo
+        lab.branch.dialup.hang_up("to-hq", lab.now)
+        lab.advance(5)
+        self._seeds = [b"\0" + data for _t, _p, data in recorded]
+        self.tunnel, self.peer, _data = recorded[0]
+        self.fed = 0
+        self.build()
+
+    def build(self) -> None:
+        self.lab = self.lab_module.lab()
+
+    def seeds(self) -> list[bytes]:
+        return self._seeds
+
+    def feed(self, data: bytes) -> None:
+        self.fed += 1
+        if self.fed % 200 == 0:
+            self.build()
+        hq = self.lab.hq
+        hq.dialup.receive(self.tunnel, self.peer, data[1:], self.lab.now)  # nothing may escape
+        hq.dialup.transmits.clear()
+        hq.dialup.to_tun.clear()
+        timer = hq.dialup.get_timer()
+        if timer is not None and timer <= self.lab.now + 1:
+            hq.dialup.handle_timer(self.lab.now + 1)
+
+
+TARGETS: dict[str, type[Target]] = {cls.name: cls for cls in (
+    Ike2Target, Ike1Target, DataplaneTarget, L2tpTarget, PppTarget, ConfigTarget, DialupTarget)}
