@@ -86,6 +86,8 @@ def _validate(data: Any, source: SourceMap, path: Path | None) -> LoadedConfig:
                 message = "unknown key"
             elif err["type"] == "missing":
                 message = "required key is missing"
+            elif err["type"] == "union_tag_invalid":  # pydantic quotes the value: it may be a secret
+                message = f"must be one of {err.get('ctx', {}).get('expected_tags', '?')}"
             issues.append(ConfigIssue(source.file, source.line_of(loc), _dotted(loc), message))
         raise ConfigError(sorted(issues, key=lambda i: i.line)) from None
     problems = cross_checks(config)

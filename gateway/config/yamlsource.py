@@ -58,26 +58,50 @@ def load(path: Path) -> tuple[Any, SourceMap]:
     return loads(text, str(path))
 
 
+#: Keys and list items one document may have once its aliases are expanded: a real
+#: configuration has a few hundred; "billion laughs" aliases would have billions.
+MAX_VALUES = 100_000
+
+
 def loads(text: str, name: str = "<config>") -> tuple[Any, SourceMap]:
+    """Any text gives data and its source map, or a YamlError (never another exception)."""
     source = SourceMap(name)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
+        if node is None:
+            return {}, source
+        source.lines[()] = node.start_mark.line + 1
+        constructor = yaml.SafeLoader("")
+        return _build(node, (), source, constructor), source
+    except yaml.MarkedYAMLError as exc:  # syntax, and tags no safe constructor knows
         mark = exc.problem_mark
         line = mark.line + 1 if mark else 1
         raise YamlError(name, line, f"YAML syntax: {exc.problem}") from None
-    if node is None:
-        return {}, source
-    source.lines[()] = node.start_mark.line + 1
-    constructor = yaml.SafeLoader("")
-    return _build(node, (), source, constructor), source
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text[:exc.position].count("\n") + 1
+        raise YamlError(name, line, f"YAML syntax: character #x{exc.character:04x} is not allowed") from None
+    except RecursionError:
+        raise YamlError(name, 1, "YAML nested too deeply (or an alias that contains itself)") from None
+
+
+def _construct(node: yaml.Node, source: SourceMap, ctor: yaml.SafeLoader) -> Any:
+    """A scalar's value; a tagged scalar its constructor cannot read (``!!int zz``,
+    ``!!timestamp x``) is an error at its line, without the value (it may be a secret)."""
+    try:
+        return ctor.construct_object(node, deep=True)
+    except (ValueError, TypeError, AttributeError, OverflowError):
+        tag = str(node.tag).rsplit(":", 1)[-1]
+        raise YamlError(source.file, node.start_mark.line + 1, f"not a valid {tag} value") from None
 
 
 def _build(node: yaml.Node, path: Path_, source: SourceMap, ctor: yaml.SafeLoader) -> Any:
+    if len(source.lines) > MAX_VALUES:
+        raise YamlError(source.file, node.start_mark.line + 1,
+                        f"more than {MAX_VALUES} values (aliases expanding without end?)")
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = ctor.construct_object(key_node, deep=True)
+            key = _construct(key_node, source, ctor)
             if isinstance(key, (list, dict)):
                 raise YamlError(source.file, key_node.start_mark.line + 1, "a key must be a scalar")
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -97,7 +121,7 @@ def _build(node: yaml.Node, path: Path_, source: SourceMap, ctor: yaml.SafeLoade
             source.lines[child] = item.start_mark.line + 1
             items.append(_build(item, child, source, ctor))
         return items
-    value = ctor.construct_object(node, deep=True)
+    value = _construct(node, source, ctor)
     if isinstance(value, int) and not isinstance(value, bool):
         raw = str(node.value).replace("_", "")
         if raw.lower().startswith(("0x", "-0x", "+0x")):

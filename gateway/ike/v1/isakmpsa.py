@@ -1133,7 +1133,9 @@ class IsakmpSa:
                 return
             try:
                 header = Header.decode(whole)
-            except MalformedMessage:
+            except MalformedMessage as exc:
+                self._note("ikev1.malformed", "warning", connection=self.name, peer=self.remote_str,
+                           detail=f"reassembled: {exc}")
                 return
             data = whole[:header.length]
         answer = self._answers.get(hashlib.sha256(data).digest())
@@ -1149,7 +1151,9 @@ class IsakmpSa:
                 return
             try:
                 plain, next_iv = self.cipher.decrypt(header.message_id, body)
-            except DecryptionError:
+            except DecryptionError as exc:
+                self._note("ikev1.malformed", "warning", connection=self.name, peer=self.remote_str,
+                           detail=str(exc))
                 return
         try:
             payloads = decode_payloads(header.next_payload, plain, padded=header.encrypted)
@@ -1172,7 +1176,7 @@ class IsakmpSa:
             keyed = self.state is State.ESTABLISHED or (
                 header.exchange == ExchangeType.INFORMATIONAL and self.keys is not None)
             if not keyed or not payloads or not isinstance(payloads[0], HashPayload):
-                return
+                return self._unexpected(header)
             length = sum(4 + len(p.raw) for p in payloads)
             rest = plain[4 + len(payloads[0].raw):length]
             handler = self._on_quick if header.exchange == ExchangeType.QUICK else self._on_informational
@@ -1186,6 +1190,12 @@ class IsakmpSa:
             self._note("ikev1.unsupported_exchange", "warning", connection=self.name, peer=self.remote_str,
                        exchange=header.exchange)
 
+    def _unexpected(self, header: Header) -> None:
+        """A message this SA has no use for in its state: logged (as the IKEv2 core does),
+        so that no input vanishes without a trace."""
+        self._note("ikev1.unexpected_message", "debug", connection=self.name, peer=self.remote_str,
+                   exchange=header.exchange, state=self.state.value, encrypted=header.encrypted)
+
     def _awaiting_auth(self) -> bool:
         return self.state is (State.MM_AUTH if self.initiator else State.MM_KE)
 
@@ -1194,7 +1204,7 @@ class IsakmpSa:
         if self.initiator:
             if state is State.MM_SA and not enc:
                 if msg.header.rcookie == bytes(8):
-                    return
+                    return self._unexpected(msg.header)
                 self.rcookie = msg.header.rcookie
                 self.ctx.emit(Note("ikev1.rcookie", "debug", (("ike_sa", self.ident),)))
                 self._on_mm2(msg, now)
@@ -1204,6 +1214,8 @@ class IsakmpSa:
                 assert self.cipher is not None
                 self.cipher.confirm(0, next_iv)
                 self._on_mm6(msg, now)
+            else:
+                self._unexpected(msg.header)
         else:
             if state is State.MM_SA and not enc:
                 self._on_mm3(msg, now)
@@ -1211,11 +1223,13 @@ class IsakmpSa:
                 assert self.cipher is not None
                 self.cipher.confirm(0, next_iv)
                 self._on_mm5(msg, now)
+            else:
+                self._unexpected(msg.header)
 
     def _on_clear_notify(self, msg: Message, now: float) -> None:
         """An unprotected notification: believed only while Main Mode is still running."""
         if self.state not in (State.MM_SA, State.MM_KE, State.MM_AUTH):
-            return
+            return self._unexpected(msg.header)
         for p in msg.all(NotifyPayload):
             assert isinstance(p, NotifyPayload)
             self._refused(p.notify_type, now)
@@ -1238,14 +1252,20 @@ class IsakmpSa:
     def _reassemble(self, data: bytes, header: Header) -> bytes | None:
         try:
             payloads = decode_payloads(header.next_payload, data[28:header.length])
-        except MalformedMessage:
+        except MalformedMessage as exc:
+            self._note("ikev1.malformed", "warning", connection=self.name, peer=self.remote_str,
+                       detail=str(exc))
             return None
         frag = payloads[0] if payloads else None
         if not isinstance(frag, FragmentPayload) or frag.number > MAX_FRAGMENTS:
+            self._note("ikev1.malformed", "warning", connection=self.name, peer=self.remote_str,
+                       detail="not a usable fragment")
             return None
         pieces = self._fragments.setdefault(frag.fragment_id, {})
         if len(self._fragments) > 2:
-            del self._fragments[next(iter(self._fragments))]
+            oldest = next(iter(self._fragments))
+            del self._fragments[oldest]
+            self._fragment_last.pop(oldest, None)  # or forged "last" fragments pile up here
             pieces = self._fragments.setdefault(frag.fragment_id, pieces)
         pieces[frag.number] = frag.data
         if frag.last:

@@ -1,0 +1,6 @@
+"""atheris harness for the `ike2` target (tests/unit/fuzz_targets.py); see run.py."""
+
+from harness import main
+
+if __name__ == "__main__":
+    main("ike2")
