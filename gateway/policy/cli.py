@@ -278,18 +278,3 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the raw JSON")
     common(p)
     p.set_defaults(func=cmd_show)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="VPN gateway appliance")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

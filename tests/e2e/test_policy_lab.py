@@ -19,10 +19,10 @@ from e2e_support import (
     NETNS,
     PROTO_ESP,
     PROTO_UDP,
-    REPO,
     Capture,
     assert_lab_gone,
     diagnostics,
+    gateway_cli,
     lab,
     lab_prefix,
     ping_from,
@@ -74,15 +74,7 @@ class OnDemandPair(GatewayPair):
 
 
 def policy_explain(pair: GatewayPair, *args: str) -> str:
-    import subprocess
-    import sys
-
-    # `python -m gateway.policy.cli` until gateway/cli.py registers `gateway policy`
-    proc = subprocess.run([sys.executable, "-m", "gateway.policy.cli", "policy", "explain", *args,
-                           "-c", str(pair.config_path("hq"))], capture_output=True, text=True, timeout=30,
-                          cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return gateway_cli("policy", "explain", *args, "-c", str(pair.config_path("hq")))
 
 
 def test_policy_requires_esp_between_the_lans_and_blocks_icmp_with_one_host(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from ipsec_testkit import icmp_echo
 from test_policy_runtime import HQ_CONFIG, SECURE_SERVER, child_up, installed, runtime
 
 import gateway.control.protocol
+from gateway.cli import main as gateway_main
 from gateway.policy import cli
 
 METHODS = "ESP aes128gcm16 or ESP aes256gcm16 or ESP aes256-sha256"
@@ -154,7 +155,7 @@ def test_register_adds_policy_explain_and_show_to_a_parser(config_file: Path) ->
 
 def test_explain_offline_when_no_gateway_answers(config_file: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "-c", str(config_file)]) == 0
+    assert gateway_main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "-c", str(config_file)]) == 0
     out = capsys.readouterr().out
     assert "action:   block: dropped, counted policy_discard" in out and "hits:" not in out
 
@@ -170,23 +171,24 @@ def test_explain_and_show_with_the_running_gateways_counters(
         return rt.describe(table.engine)
 
     monkeypatch.setattr(gateway.control.protocol, "request", request)
-    assert cli.main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "-c", str(config_file),
+    assert gateway_main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "-c", str(config_file),
                      "-s", "/run/gw.sock"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "hits:     1 outbound, 0 out of SAs"
     assert asked == [("/run/gw.sock", "policy")]
-    assert cli.main(["policy", "show", "-c", str(config_file)]) == 0
+    assert gateway_main(["policy", "show", "-c", str(config_file)]) == 0
     assert capsys.readouterr().out.startswith("policy hq (running gateway;")
     assert asked[-1] == (str(config_file.parent / "none.sock"), "policy")  # the config's socket
-    assert cli.main(["policy", "show", "-c", str(config_file), "--offline"]) == 0
+    assert gateway_main(["policy", "show", "-c", str(config_file), "--offline"]) == 0
     assert f"policy hq ({config_file}, offline;" in capsys.readouterr().out
 
 
 def test_explain_errors(config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "8", "-c", str(config_file)]) == 2
+    args = ["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "8", "-c", str(config_file)]
+    assert gateway_main(args) == 2
     assert "ports only go with tcp or udp" in capsys.readouterr().err
     plain = tmp_path / "plain.yaml"
     plain.write_text(HQ_CONFIG.split("policy:")[0])
-    assert cli.main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "-c", str(plain)]) == 1
+    assert gateway_main(["policy", "explain", "10.1.0.10", "10.2.0.11", "icmp", "-c", str(plain)]) == 1
     assert "has no policy section" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cannot read"):
-        cli.main(["policy", "show", "-c", str(tmp_path / "missing.yaml")])
+        gateway_main(["policy", "show", "-c", str(tmp_path / "missing.yaml")])
