@@ -1388,3 +1388,30 @@ def test_specific_garbage(case: str) -> None:
     else:
         assert notes(w.events_b, "ike.integrity_failed")
     assert w.b.established("to-hq")
+
+
+def test_an_authentic_request_whose_payloads_do_not_parse_is_answered_invalid_syntax() -> None:
+    """RFC 7296 2.21.1: the peer gets INVALID_SYNTAX (encrypted, under the request's ID),
+    so it stops retransmitting; the SA stays up and the ID counts as used."""
+    w = establish()
+    [sa_a] = w.a._sas.values()
+    [sa_b] = w.b._sas.values()
+    expected = sa_b.next_expected
+    header = Header(sa_a.spi_i, sa_a.spi_r, 0, ExchangeType.INFORMATIONAL, Flag.INITIATOR, expected)
+    broken = bytes([0, 0, 0, 3])  # a notify payload whose length (3) is shorter than its header
+    [request] = sa_a.protection.seal(header, PayloadType.NOTIFY, broken)
+    w.b.receive(request, 500, (HQ, 500), w.now)
+    [answer] = w.b.datagrams_to_send()
+    h = Header.decode(answer.data)
+    assert h.is_response and h.message_id == expected and h.exchange == ExchangeType.INFORMATIONAL
+    sk = decode_payloads(h.next_payload, answer.data[HEADER_SIZE:], HEADER_SIZE)[-1]
+    inner = decode_payloads(sk.first_inner, sa_a.protection.open(answer.data, sk))
+    assert [p.type for p in inner if isinstance(p, NotifyPayload)] == [NotifyType.INVALID_SYNTAX]
+    assert sa_b.next_expected == expected + 1 and w.b.established("to-hq")
+    w.b.receive(request, 500, (HQ, 500), w.now)  # a retransmission gets the same answer
+    assert [d.data for d in w.b.datagrams_to_send()] == [answer.data]
+    # the next one forged (no valid ICV) is not answered, and uses no ID
+    [forged] = sa_a.protection.seal(replace(header, message_id=expected + 1), PayloadType.NOTIFY, broken)
+    forged = forged[:-1] + bytes([forged[-1] ^ 1])
+    w.b.receive(forged, 500, (HQ, 500), w.now)
+    assert w.b.datagrams_to_send() == [] and sa_b.next_expected == expected + 1

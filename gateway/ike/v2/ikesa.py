@@ -737,6 +737,7 @@ class IkeSa:
             self._on_request(msg, now)
 
     def _decode(self, data: bytes, header: Header) -> Message | None:
+        authentic = False
         try:
             payloads = decode_payloads(header.next_payload, data[28:], 28)
             if header.exchange == ExchangeType.IKE_SA_INIT:
@@ -751,6 +752,7 @@ class IkeSa:
                 return None
             sk = payloads[-1]
             plain = self.protection.open(data, sk)
+            authentic = True
             if isinstance(sk, EncryptedFragment):
                 if sk.total == 0 or not 1 <= sk.number <= sk.total or sk.total > 64:
                     raise MalformedMessage("bad fragment numbering")
@@ -771,6 +773,11 @@ class IkeSa:
         except MalformedMessage as exc:
             self._note("ike.malformed", "warning", ike_sa=self.ident, message=header.describe(),
                        detail=str(exc))
+            if authentic and not header.is_response and header.message_id == self.next_expected:
+                # RFC 7296 2.21.1: an authentic request whose payloads do not parse gets an
+                # INVALID_SYNTAX answer (the peer stops retransmitting it), and uses its ID
+                self.next_expected += 1
+                self._respond(header, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
         return None
 
     # =====================================================================================
