@@ -195,9 +195,10 @@ def drop(keep: Iterable[int] = RUNTIME) -> DropResult:
         return DropResult(None, None, f"cannot read capabilities: {exc}")
     allowed = mask(keep)
     notes = []
-    if not before.permitted:
-        return DropResult(before, before, "no capabilities to drop (not running as root)")
     root = os.geteuid() == 0
+    if not before.permitted:
+        why = "" if root else " (not running as root)"
+        return DropResult(before, before, f"no capabilities to drop{why}")
     try:
         if not root:  # another uid: the kept ones stay ambient, for what it runs (nft)
             for cap in range(libc.last_cap + 1):
