@@ -96,7 +96,9 @@ class Gateway:
     #: the IPsec policy in force (`gateway.policy.runtime`), installed at start
     policy: PolicyRuntime | None = None
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, *, least_privilege: bool = False) -> None:
+        #: drop capabilities once started (`_drop_privileges`); `run` does, tests need not
+        self.least_privilege = least_privilege
         self.loaded = loaded
         cfg = loaded.config
         self.config = cfg
@@ -207,18 +209,40 @@ class Gateway:
         self._start_ike(peers)
         await self._policy_start()
         await self.control.start()
+        metrics = None
         if cfg.metrics.listen is not None:
-            from gateway.metrics import serve
+            from gateway.metrics import MetricsServer
 
             try:
-                serve(cfg.metrics.listen, self._on_loop(self.metrics_snapshot))
+                metrics = MetricsServer(cfg.metrics.listen, self._on_loop(self.metrics_snapshot))
             except OSError as exc:
                 raise StartupError(f"cannot listen for metrics on "
                                    f"{cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}: {exc}") from exc
+        if self.least_privilege:  # everything is bound and created: the rest runs with less
+            await self._drop_privileges()
+        if metrics is not None:
+            metrics.start()  # its thread is born with what the main thread kept
             event(log, "metrics.listening", address=f"{cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}")
         event(log, "gateway.ready", name=cfg.gateway.name, version=__version__,
               control=cfg.control.socket, connections=len(self.tunnels))
         sd_notify("READY=1\nSTATUS=running")
+
+    async def _drop_privileges(self) -> None:
+        """Keep only the capabilities the running gateway uses (`gateway.net.privileges`:
+        CAP_NET_ADMIN for routes, addresses, rules and nft counters), on every thread.
+        Where that cannot be done, a warning says so: never silently."""
+        from gateway.net import privileges
+
+        result = privileges.drop(privileges.RUNTIME)
+        if result.problem is None and hasattr(self.backend, "on_netlink_thread"):
+            result = result.also(await self.backend.on_netlink_thread(privileges.drop, privileges.RUNTIME))
+        result = result.checked()  # no thread of ours kept more
+        if result.problem is not None or result.after is None:
+            event(log, "privileges.not_dropped", logging.WARNING, detail=result.problem, kept=result.kept)
+            return
+        notes = {"detail": "; ".join(result.notes)} if result.notes else {}
+        event(log, "privileges.dropped", kept=result.kept, bounding=privileges.names(result.after.bounding),
+              no_new_privs=result.after.no_new_privs, **notes)
 
     def _config_dir(self) -> Path | None:
         return Path(self.loaded.path).resolve().parent if self.loaded.path else None
@@ -1202,5 +1226,5 @@ class Gateway:
 
 
 def run(loaded: LoadedConfig) -> None:
-    gateway = Gateway(loaded)
+    gateway = Gateway(loaded, least_privilege=True)
     asyncio.run(gateway.run())

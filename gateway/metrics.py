@@ -6,11 +6,15 @@ metric calls.  Labels carry connection names, SPIs and reasons: never keys or se
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector, CollectorRegistry
 
 
@@ -155,8 +159,35 @@ def _demand_metrics(rows: list[dict[str, Any]]) -> Iterator[Any]:
     yield from (state, held, *counters.values())
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape."""
+
+
+class MetricsServer:
+    """The /metrics endpoint, bound at once (the port may need privileges) and served by a
+    thread started later (`start`): a thread keeps the capabilities of the thread that
+    made it, so the daemon starts it after dropping them (`gateway.net.privileges`)."""
+
+    def __init__(self, address: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(GatewayCollector(snapshot))
+        info = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, host = info[0][0], info[0][4][0]
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+
+        self.httpd = make_server(host, address[1], make_wsgi_app(self.registry), Server, handler_class=_Quiet)
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+        self.thread.start()
+
+
 def serve(address: tuple[str, int], snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(snapshot))
-    start_http_server(address[1], addr=address[0], registry=registry)
-    return registry
+    """Bind and serve at once."""
+    server = MetricsServer(address, snapshot)
+    server.start()
+    return server.registry

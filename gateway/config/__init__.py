@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config.checks import cross_checks
+from gateway.config.checks import Problem, cross_checks
 from gateway.config.model import Config, Secret
+from gateway.config.secretfiles import config_file_problems
 from gateway.config.yamlsource import SourceMap, YamlError, load, loads
 
 __all__ = ["Config", "ConfigError", "ConfigIssue", "Secret", "load_config", "load_config_text"]
@@ -90,7 +91,10 @@ def _validate(data: Any, source: SourceMap, path: Path | None) -> LoadedConfig:
                 message = f"must be one of {err.get('ctx', {}).get('expected_tags', '?')}"
             issues.append(ConfigIssue(source.file, source.line_of(loc), _dotted(loc), message))
         raise ConfigError(sorted(issues, key=lambda i: i.line)) from None
-    problems = cross_checks(config)
+    problems = cross_checks(config, path.resolve().parent if path is not None else None)
+    if path is not None:  # the file itself: who may change it, who may read its secrets
+        problems += [Problem(where, message, warning)
+                     for where, message, warning in config_file_problems(path, config)]
     errors = [ConfigIssue(source.file, source.line_of(p.path), _dotted(p.path), p.message)
               for p in problems if not p.warning]
     warnings = [ConfigIssue(source.file, source.line_of(p.path), _dotted(p.path), p.message, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.config.model import Config, Connection, ManualSa
 from gateway.crypto.algorithms import INTEGRITY, UnknownAlgorithm, parse_esp_suite, parse_integrity
@@ -16,13 +17,15 @@ class Problem:
     warning: bool = False
 
 
-def cross_checks(config: Config) -> list[Problem]:
+def cross_checks(config: Config, directory: Path | None = None) -> list[Problem]:
+    """``directory``: the config file's, against which relative key and certificate
+    paths are read (as the daemon reads them)."""
     problems: list[Problem] = []
     names = list(config.connections)
     for i, name in enumerate(names):
         conn = config.connections[name]
         base = ("connections", name)
-        problems += _connection(base, conn, config)
+        problems += _connection(base, conn, config, directory)
         if conn.l2tp is not None:
             problems += _l2tp(base, conn, config)
         if conn.demand_dial is not None:
@@ -136,7 +139,8 @@ def _users(config: Config) -> list[Problem]:
     return out
 
 
-def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list[Problem]:
+def _connection(base: tuple[str, ...], conn: Connection, config: Config,
+                directory: Path | None = None) -> list[Problem]:
     out: list[Problem] = []
     if conn.protocol == "ah" and conn.encapsulation == "udp":
         out.append(Problem((*base, "encapsulation"),
@@ -167,7 +171,7 @@ def _connection(base: tuple[str, ...], conn: Connection, config: Config) -> list
                 out.append(Problem((*base, "local_subnets"), "a tunnel needs at least one local subnet"))
             if not conn.remote_subnets and conn.pool is None:
                 out.append(Problem((*base, "remote_subnets"), "a tunnel needs at least one remote subnet"))
-        out += _auth_files(base, conn)
+        out += _auth_files(base, conn, directory)
         if conn.ike.version == 1:
             out += _ikev1(base, conn)
         if conn.remote == "%any":
@@ -225,8 +229,9 @@ def _ikev1(base: tuple[str, ...], conn: Connection) -> list[Problem]:
     return out
 
 
-def _auth_files(base: tuple[str, ...], conn: Connection) -> list[Problem]:
-    """Files named by the auth section must exist and load (keys never reach a message)."""
+def _auth_files(base: tuple[str, ...], conn: Connection, directory: Path | None) -> list[Problem]:
+    """Files named by the auth section must exist, load, and (keys) be private to the
+    gateway (`gateway.config.secretfiles`); keys never reach a message."""
     from gateway.ike.v2 import fromconfig
 
     auth = conn.auth
@@ -234,7 +239,7 @@ def _auth_files(base: tuple[str, ...], conn: Connection) -> list[Problem]:
         return []
     problems = []
     try:
-        fromconfig.load_auth(auth)
+        fromconfig.load_auth(auth, directory)
     except fromconfig.AuthConfigError as exc:
         problems.append(Problem((*base, "auth", exc.key), str(exc)))
     for key, text in (("id", auth.id), ("remote_id", auth.remote_id)):

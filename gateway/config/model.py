@@ -337,7 +337,8 @@ class User(Strict):
     salted scrypt); a clear `password` is needed only for CHAP-MD5 (RFC 1994 needs it)."""
 
     nt_hash: HexKey | None = None
-    password_hash: str | None = None
+    #: salted (not the password itself, still a secret: never in a repr or a dump)
+    password_hash: Annotated[str, PlainSerializer(lambda s: "***")] | None = Field(None, repr=False)
     password: TextSecret | None = None
     #: a fixed address instead of one from the pool
     address: IPv4 | None = None

@@ -30,6 +30,7 @@ some tens of milliseconds per key).  g^x for our own MODP key is computed with P
 
 from __future__ import annotations
 
+import hmac
 import os
 import warnings
 from collections.abc import Callable
@@ -171,7 +172,7 @@ class _X25519(_Impl):
             secret = private.exchange(x25519.X25519PublicKey.from_public_bytes(peer_public))
         except ValueError as e:  # OpenSSL refuses an all-zero result itself
             raise InvalidKeyExchange(f"X25519 public value rejected: {e}") from None
-        if secret == bytes(32):  # RFC 7748 6.1, RFC 8031 2
+        if hmac.compare_digest(secret, bytes(32)):  # RFC 7748 6.1, RFC 8031 2 (a secret: constant time)
             raise InvalidKeyExchange("X25519 shared secret is all zeros (low-order point)")
         return secret
 

@@ -55,6 +55,11 @@ class UserspaceBackend:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._netlink, lambda: func(*args, **kwargs))
 
+    async def on_netlink_thread(self, func: Callable[..., object], *args: object) -> object:
+        """Run ``func`` on the netlink thread (the daemon drops that thread's privileges too:
+        capabilities are per thread)."""
+        return await self._nl(func, *args)
+
     # -- life cycle ------------------------------------------------------------------
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -50,7 +50,7 @@ def test_units_verify(tmp_path: Path) -> None:
     text = (tmp_path / "gateway.service").read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text  # SIGHUP: the daemon re-reads its config
     for hardening in ("Type=notify", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                      "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE"):
+                      "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_SETPCAP"):
         assert hardening in text
 
 

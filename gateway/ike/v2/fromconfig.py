@@ -1,6 +1,7 @@
 """From the YAML model to the IKEv2 core's `PeerConfig`: load keys, certificates, CAs.
 
-Errors name the config key and the file, never a secret.  Identities default as in
+Errors name the config key and the file, never a secret; a key or PSK file that others
+may read is refused (`gateway.config.secretfiles`).  Identities default as in
 strongSwan: our public address (PSK) or our certificate's subject (certificates); the
 peer's address (PSK) or any identity its certificate proves (certificates).
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.model import CertAuth, Config, Connection, PskAuth, Secret
+from gateway.config.secretfiles import private_file_problem
 from gateway.ike.identity import ANY, Identity
 from gateway.ike.pool import AddressPool
 from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
@@ -52,6 +54,8 @@ def load_auth(auth: PskAuth | CertAuth, base: Path | None = None) -> LoadedAuth:
             return LoadedAuth(psk=auth.psk)
         if auth.psk_file is None:
             raise AuthConfigError("psk", "give psk or psk_file")
+        if (loose := private_file_problem(path(auth.psk_file), "a pre-shared key")) is not None:
+            raise AuthConfigError("psk_file", loose)
         try:
             value = path(auth.psk_file).read_bytes().strip()
         except OSError as exc:
@@ -65,6 +69,8 @@ def load_auth(auth: PskAuth | CertAuth, base: Path | None = None) -> LoadedAuth:
         chain = _load_certs(path(auth.cert))
     except (OSError, ValueError) as exc:
         raise AuthConfigError("cert", f"cannot load certificate {auth.cert}: {exc}") from None
+    if (loose := private_file_problem(path(auth.key), "a private key")) is not None:
+        raise AuthConfigError("key", loose)
     try:
         key = certs.load_private_key(path(auth.key))
     except (OSError, ValueError) as exc:
