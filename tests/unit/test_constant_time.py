@@ -35,6 +35,7 @@ ALLOWED = {
     # IKEv2 message IDs (RFC 7296 2.2): public sequence numbers in the header
     ("ike/v2/ikesa.py", "header.message_id != self.next_expected"): "message ID",
     ("ike/v2/ikesa.py", "header.message_id + 1 == self.next_expected"): "message ID",
+    ("ike/v2/ikesa.py", "header.message_id == self.next_expected"): "message ID",
     ("ike/v2/ikesa.py", "self.cached_response[0] == header.message_id"): "message ID",
     # an AH header's length field against the length this SA's algorithm gives
     ("dataplane/ah.py", "length != expected"): "lengths, not ICVs",
