@@ -50,7 +50,7 @@ from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
-from gateway.logs import event
+from gateway.logs import event, report_suppressed
 from gateway.manual import ManualTunnel, build_manual
 from gateway.policy.model import PolicyError
 from gateway.policy.runtime import PolicyRuntime, plan_policy
@@ -1036,6 +1036,7 @@ class Gateway:
                 event(log, "dataplane.drops", logging.WARNING,
                       **{k: delta[k] for k in sorted(delta)})
             self._last_drops = drops
+        report_suppressed(log)  # what the log's rate limit left out (gateway.logs)
 
     # -- the IPsec policy (gateway.policy.runtime) -------------------------------------------
     async def _policy_start(self) -> None:
