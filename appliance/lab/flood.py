@@ -7,10 +7,10 @@ It sends valid-looking IKE_SA_INIT requests (RFC 7296 1.2: SA, KE with a real pu
 nonce) or IKEv1 Main Mode first messages (RFC 2409 5: SA with our default Phase 1
 offer), built with the gateway's own codecs, from many source addresses through a raw
 socket (IP_HDRINCL), each with a fresh initiator SPI (cookie); or (``packets``) complete
-IPv4 packets read as hex lines from stdin.  Everything is bounded: at most
-`MAX_RATE` packets per second for at most `MAX_SECONDS`, and it refuses to run in the
-host's own network namespace (only inside a lab namespace).  It prints one JSON object:
-packets sent, seconds, the rate achieved.
+IPv4 packets read as hex lines from stdin.  Everything is bounded: at most `MAX_RATE`
+packets per second for at most `MAX_SECONDS`, and it refuses to run outside a named
+network namespace (``ip netns exec``: the lab's), so never from the host's own.  It
+prints one JSON object: packets sent, seconds, the rate achieved.
 """
 
 from __future__ import annotations
@@ -150,11 +150,21 @@ def send(packets: Iterator[bytes], *, rate: float, seconds: float, limit: int | 
     return FloodResult(sent, round(elapsed, 3), round(sent / elapsed, 1), errors)
 
 
-def _in_host_namespace() -> bool:
+def in_named_namespace() -> bool:
+    """Whether this process runs in a named network namespace (``ip netns``: the lab's),
+    not in the host's own."""
     try:
-        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+        mine = os.stat("/proc/self/ns/net").st_ino
+        names = os.listdir("/run/netns")
     except OSError:
-        return True  # cannot tell: assume the worst
+        return False
+    for name in names:
+        try:
+            if os.stat(f"/run/netns/{name}").st_ino == mine:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"at most this long (at most {MAX_SECONDS:.0f})")
     parser.add_argument("--count", type=int, default=None, help="at most this many packets")
     args = parser.parse_args(argv)
-    if _in_host_namespace():
-        print("refusing to flood from the host's network namespace: run it inside a lab namespace",
+    if not in_named_namespace():
+        print("refusing to flood outside a lab namespace: run it with `ip netns exec NAME`",
               file=sys.stderr)
         return 2
     if args.kind == "packets":
