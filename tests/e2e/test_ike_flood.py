@@ -4,7 +4,7 @@ A bounded flood generator (`appliance.lab.flood`) in the internet namespace send
 IKE_SA_INIT requests (or IKEv1 Main Mode first messages) from 5000 spoofed addresses,
 which the internet router routes into a blackhole (our answers vanish, as they would on
 the internet), plus a burst from one address, at HQ: 2000 packets/s for 10 s.  Meanwhile
-the branch pings HQ's LAN through its IKEv2 tunnel every 20 ms, and a new peer (our
+HQ's LAN pings the branch's through their IKEv2 tunnel every 20 ms, and a new peer (our
 gateway in a namespace of its own) connects to HQ.
 
 Checked, and printed as the figures of the run: the flood rate HQ held, its half-open SAs
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import NETNS, REPO, PingRun, assert_lab_gone, diagnostics, lab, lab_prefix, wait_for
+from e2e_support import NETNS, REPO, assert_lab_gone, diagnostics, lab, lab_prefix, wait_for
 
 from appliance.lab.gateways import GatewayPair, LabGateway
 from appliance.lab.topology import Site, Topology
@@ -58,9 +59,10 @@ def vm_kib(pid: int, key: str) -> int:
     raise AssertionError(f"no {key} for pid {pid}")
 
 
-def udp_drops(topology: Topology, namespace: str, port: int) -> int:
-    """Datagrams the kernel dropped at the UDP sockets bound to ``port`` (full buffers)."""
-    text = topology.ns(namespace, "cat", "/proc/net/udp").stdout
+def socket_drops(topology: Topology, namespace: str, table: str, port: int) -> int:
+    """Packets the kernel dropped at full sockets of ``table`` ("udp": bound to ``port``,
+    "raw": of IP protocol ``port``) in a namespace."""
+    text = topology.ns(namespace, "cat", f"/proc/net/{table}").stdout
     suffix = f":{port:04X}"
     return sum(int(line.split()[-1]) for line in text.splitlines()[1:] if line.split()[1].endswith(suffix))
 
@@ -79,6 +81,33 @@ def flood_result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, f"flood failed ({proc.returncode}): {err}"
     return dict(json.loads(out))
+
+
+class TimedPing:
+    """Pings at ``interval`` in the background; which ones got no answer, and when they left."""
+
+    def __init__(self, topology: Topology, namespace: str, dst: str, *, count: int, interval: float) -> None:
+        self.interval = interval
+        self.timeout = count * interval + 15
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, "ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1",
+             dst], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> tuple[int, list[float]]:
+        """(pings sent, seconds after the start at which each unanswered one left)."""
+        out, err = self.proc.communicate(timeout=self.timeout)
+        summary = re.search(r"(\d+) packets transmitted", out)
+        assert summary, f"ping gave no summary: {out[-500:]} {err}"
+        sent = int(summary.group(1))
+        answered = {int(n) for n in re.findall(r"icmp_seq=(\d+) ttl=", out)}
+        lost = [seq for seq in range(1, sent + 1) if seq not in answered]
+        return sent, [round((seq - 1) * self.interval, 2) for seq in lost]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 @dataclass
@@ -156,6 +185,10 @@ class FloodRun:
     new_peer_cookie: bool = False
     log_lines: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    #: seconds after the ping started: lost pings left, the flood, burst and new peer started
+    lost_at: list[float] = field(default_factory=list)
+    events: dict[str, float] = field(default_factory=dict)
+    dataplane_drops: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def report(self) -> str:
         return (f"[{self.kind} flood] sent {self.sent} in {self.seconds:.1f} s ({self.rate:.0f}/s); "
@@ -164,7 +197,8 @@ class FloodRun:
                 f"{self.rss_base_kib / 1024:.1f} -> peak {self.rss_peak_kib / 1024:.1f} MiB; pings lost "
                 f"{self.pings_lost} of {self.pings_sent}; new peer up in {self.new_peer_setup_s} s "
                 f"(cookie round trip: {self.new_peer_cookie}); {self.log_lines} log lines; counters "
-                f"{self.dropped}")
+                f"{self.dropped}" + (f"; lost pings left at {self.lost_at} s, events {self.events}, "
+                                     f"dataplane drops {self.dataplane_drops}" if self.lost_at else ""))
 
 
 def run_flood(topo: Topology, pair: GatewayPair, new: Site, tmp_path: Path, *, kind: str, version: str,
@@ -176,32 +210,49 @@ def run_flood(topo: Topology, pair: GatewayPair, new: Site, tmp_path: Path, *, k
     pid = int(pair.status("hq")["pid"])
     result = FloodRun(kind, rss_base_kib=vm_kib(pid, "VmRSS"))
     before = dict(pair.status("hq")["ike"]["dropped"])
-    udp_before = udp_drops(topo, topo.hq.gw_ns, 500)
+    drops_before = {site: dict(pair.status(site)["drops"]) for site in ("hq", "branch")}
+    esp_before = {site.name: socket_drops(topo, site.gw_ns, "raw", 50) for site in (topo.hq, topo.branch)}
+    udp_before = socket_drops(topo, topo.hq.gw_ns, "udp", 500)
     lines_before = len(log_lines(hq))
     count = int((FLOOD_SECONDS + 3) / PING_INTERVAL)
-    pings = PingRun(topo, topo.hq.lan_ns, topo.branch.lan_host, count=count, interval=PING_INTERVAL)
+    pings = TimedPing(topo, topo.hq.lan_ns, topo.branch.lan_host, count=count, interval=PING_INTERVAL)
+
+    def mark(what: str) -> None:
+        result.events[what] = round(time.monotonic() - pings.started, 2)
+
     new_gw: LabGateway | None = None
     try:
         with Sampler(hq, pid, version).running() as sampler:
             time.sleep(0.5)
+            mark("flood")
             flood = start_flood(topo, kind, topo.hq.gw_public, sources=FLOOD_SOURCES,
                                 addresses=FLOOD_ADDRESSES, rate=FLOOD_RATE, seconds=FLOOD_SECONDS)
             time.sleep(2.0)
+            mark("burst")
             burst = start_flood(topo, kind, topo.hq.gw_public, sources=BURST_SOURCE, addresses=1,
                                 rate=BURST_RATE, seconds=BURST_SECONDS)
             time.sleep(1.0)
             started = time.monotonic()  # the new peer starts in the thick of it
+            mark("new_peer")
             new_gw = LabGateway.start(new, tmp_path, "new", new_peer)
             up = wait_for(lambda: established(new_gw), bool, timeout=20, interval=0.1)
             if up:
                 result.new_peer_setup_s = round(time.monotonic() - started, 2)
+                mark("new_peer_up")
             flooded, bursted = flood_result(flood), flood_result(burst)
         time.sleep(0.5)  # what HQ still had queued
         result.sent = flooded["sent"] + bursted["sent"]
         result.seconds = flooded["seconds"]
         result.rate = result.sent / max(result.seconds, 1e-9)
-        sent, received = pings.result()
-        result.pings_sent, result.pings_lost = sent, sent - received
+        result.pings_sent, result.lost_at = pings.result()
+        result.pings_lost = len(result.lost_at)
+        for site, old in drops_before.items():
+            new_drops = pair.status(site)["drops"]
+            result.dataplane_drops[site] = {k: v - old.get(k, 0) for k, v in new_drops.items()
+                                            if v != old.get(k, 0)}
+        for site in (topo.hq, topo.branch):  # the kernel's, at the raw ESP socket
+            result.dataplane_drops[site.name]["esp_socket_full"] = (
+                socket_drops(topo, site.gw_ns, "raw", 50) - esp_before[site.name])
         result.half_open_peak = max(sampler.half_open, default=0)
         result.rss_peak_kib = max([*sampler.rss_kib, vm_kib(pid, "VmRSS")])
         after = dict(pair.status("hq")["ike"]["dropped"])
@@ -210,7 +261,7 @@ def run_flood(topo: Topology, pair: GatewayPair, new: Site, tmp_path: Path, *, k
         result.handled = sum(v for k, v in result.dropped.items()
                              if k.startswith("ikev1_") == (version == "v1"))
         result.handled += int(pair.status("hq")["ike"]["half_open"][version])
-        result.udp_dropped = udp_drops(topo, topo.hq.gw_ns, 500) - udp_before
+        result.udp_dropped = socket_drops(topo, topo.hq.gw_ns, "udp", 500) - udp_before
         result.log_lines = len(log_lines(hq)) - lines_before
         result.new_peer_cookie = "ike.cookie_requested" in new_gw.log_text()
         assert sampler.misses < len(sampler.half_open), f"HQ's control socket missed {sampler.misses}"
