@@ -27,9 +27,9 @@ LIMITED_EVENTS = frozenset({
     "ike.negotiation_failed", "ike.auth_failed", "ike.invalid_ke", "ike.init_answered",
     "ike.closed", "ike.malformed", "ike.unprotected", "ike.integrity_failed",
     "ike.cookie_requested", "ike.invalid_ke_retry", "ike.internal_error", "ike.send_failed",
-    # IKEv1: Main Mode started or refused, messages that fail their checks
+    # IKEv1: Main Mode started or refused, messages that fail their checks, NAT seen in it
     "ikev1.main_mode", "ikev1.malformed", "ikev1.aggressive_mode_refused", "ikev1.bad_hash",
-    "ikev1.peer_error", "ikev1.unsupported_exchange",
+    "ikev1.peer_error", "ikev1.unsupported_exchange", "ikev1.nat_detected", "ikev1.float",
 })
 
 
