@@ -109,6 +109,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  dataplane drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
     else:
         print("  dataplane drops: none")
+    ike = st.get("ike")
+    if ike:
+        half = ", ".join(f"{k}={v}" for k, v in sorted(ike.get("half_open", {}).items()))
+        print(f"  ike: {ike['ike_sas']} SA(s){f', half-open {half}' if half else ''}")
+        if ike.get("dropped"):
+            print("    dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(ike["dropped"].items())))
     dialup = st.get("dialup")
     if dialup is not None:
         print(f"  dial-up: {dialup['l2tp_tunnels']} L2TP tunnel(s), {dialup['sessions_up']} of "

@@ -50,7 +50,7 @@ from gateway.ike.v2 import fromconfig
 from gateway.ike.v2.endpoint import IkeV2Endpoint
 from gateway.ikestats import IkeStats
 from gateway.keylog import EspSaKeys, KeyLog, KeyLogError
-from gateway.logs import event
+from gateway.logs import event, report_suppressed
 from gateway.manual import ManualTunnel, build_manual
 from gateway.policy.model import PolicyError
 from gateway.policy.runtime import PolicyRuntime, plan_policy
@@ -253,10 +253,10 @@ class Gateway:
         epoch = time.time() - time.monotonic()  # certificates are judged by the wall clock
         address = str(cfg.gateway.public_address)
         timing = fromconfig.timing(cfg, epoch)
-        v2 = IkeV2Endpoint(address, [p for p in peers if p.version == 2], timing=timing,
-                           cookie_threshold=cfg.ike.cookie_threshold, pools=self.pools)
+        v2 = IkeV2Endpoint(address, [p for p in peers if p.version == 2], timing=timing, pools=self.pools)
         v1 = IkeV1Endpoint(address, [p for p in peers if p.version == 1], timing=timing)
         self.ike = IkeEndpoints(v2, v1)
+        self.ike.set_limits(fromconfig.limits(cfg))
         now = time.monotonic()
         for peer in peers:
             event(log, "connection.loaded", connection=peer.name, remote=peer.remote_address,
@@ -1003,8 +1003,9 @@ class Gateway:
         if plan.ike_settings:
             for ep in (ike.v1, ike.v2):
                 ep.timing = replace(ep.timing, retransmit_timeout=cfg.ike.retransmit_timeout,
-                                    retransmit_tries=cfg.ike.retransmit_tries)
-            ike.v2.cookie_threshold = cfg.ike.cookie_threshold
+                                    retransmit_tries=cfg.ike.retransmit_tries,
+                                    half_open_timeout=cfg.ike.half_open_timeout)
+            ike.set_limits(fromconfig.limits(cfg))
         self.config = cfg
         for name in plan.coming:
             self._add_dialer(name, cfg.connections[name])
@@ -1059,6 +1060,7 @@ class Gateway:
                 event(log, "dataplane.drops", logging.WARNING,
                       **{k: delta[k] for k in sorted(delta)})
             self._last_drops = drops
+        report_suppressed(log)  # what the log's rate limit left out (gateway.logs)
 
     # -- the IPsec policy (gateway.policy.runtime) -------------------------------------------
     async def _policy_start(self) -> None:
@@ -1118,6 +1120,7 @@ class Gateway:
         snap["child_sa_states"] = [{"version": v, "state": st, "count": n}
                                    for (v, st), n in child_states.items()]
         snap["ike"] = self.ike_stats.snapshot()
+        snap["ike_dropped"] = dict(self.ike.counters) if self.ike is not None else {}
         tunnels = []
         for name, conn in conns.items():
             if conn.keying == "ike":
@@ -1183,6 +1186,7 @@ class Gateway:
             "ike": {
                 "connections": sorted(self.ike.configs) if self.ike else [],
                 "ike_sas": len(self.ike.sas(time.monotonic())) if self.ike else 0,
+                "half_open": self.ike.half_open if self.ike else {},
                 **self.ike_stats.status(),
                 "dropped": dict(self.ike.counters) if self.ike else {},
             },

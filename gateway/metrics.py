@@ -111,7 +111,13 @@ def _ike_metrics(snap: dict[str, Any]) -> Iterator[Any]:
                                       "Time from the first message to established", labels=["version"])
     for version, h in sorted(ike["handshakes"].items()):
         handshake.add_metric([str(version)], h["buckets"], h["sum"])
-    yield from (sas, children, negotiations, failures, rekeys, dead, handshake)
+    dropped = CounterMetricFamily("gateway_ike_dropped",
+                                  "IKE messages dropped, or answered without keeping state, by reason "
+                                  "(ikev1_: IKEv1; cookie_sent: a COOKIE demanded; half_open_*: the "
+                                  "responder's limits)", labels=["reason"])
+    for reason, count in sorted(snap.get("ike_dropped", {}).items()):
+        dropped.add_metric([reason], count)
+    yield from (sas, children, negotiations, failures, rekeys, dead, handshake, dropped)
 
 
 def _dialup_metrics(dialup: dict[str, Any]) -> Iterator[Any]:

@@ -16,6 +16,7 @@ router's hq-side address) with rewritten source ports, as behind a home router.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal
@@ -138,6 +139,25 @@ class Topology:
                 if pids:
                     run(["kill", "-9", *pids], check=False)
                 run(["ip", "netns", "del", name], check=False)
+
+    def add_peer_site(self, name: str, public: str, inet_side: str, prefix_len: int = 24) -> Site:
+        """One more gateway namespace, without a LAN, on its own link (``wan0``) to the
+        internet router: a new peer.  ``down`` removes it with the rest."""
+        namespace = f"{self.prefix}{name}"
+        run(["ip", "netns", "add", namespace])
+        self.namespaces.append(namespace)
+        self.ns(namespace, "ip", "link", "set", "lo", "up")
+        self._link(namespace, "wan0", self.inet_ns, f"to-{name}")
+        self._addr(namespace, "wan0", f"{public}/{prefix_len}")
+        self._addr(self.inet_ns, f"to-{name}", f"{inet_side}/{prefix_len}")
+        self.ns(namespace, "ip", "route", "add", "default", "via", inet_side)
+        subnet = str(ipaddress.IPv4Interface(f"{public}/{prefix_len}").network)
+        return Site(name, namespace, namespace, subnet, public, public, public, subnet, inet_side)
+
+    def blackhole(self, network: str) -> None:
+        """The internet router drops, silently, what goes to ``network``: the spoofed
+        sources of a flood, so the answers to them vanish as on the internet."""
+        self.ns(self.inet_ns, "ip", "route", "replace", "blackhole", network)
 
     def enable_plain_routing(self) -> None:
         """Let the internet router route the LANs in clear (the no-tunnel baseline)."""

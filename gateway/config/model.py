@@ -417,6 +417,11 @@ class IkeSection(Strict):
     cookie_threshold: int = Field(10, ge=0, le=100000)
     retransmit_timeout: float = Field(4.0, gt=0, le=60)
     retransmit_tries: int = Field(5, ge=0, le=20)
+    #: responder limits (gateway.ike.settings.ResponderLimits): half-open SAs in all, per
+    #: IKE version, and per source address; seconds a half-open SA waits for its peer
+    half_open_max: int = Field(2000, ge=1, le=1000000)
+    half_open_per_source: int = Field(100, ge=1, le=1000000)
+    half_open_timeout: float = Field(30.0, gt=0, le=600)
 
 
 # The policy section's schema builds on the types above (and the policy model): imported

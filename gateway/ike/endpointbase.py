@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.ike.events import Datagram, Note, PeerDead
@@ -134,12 +134,27 @@ class EndpointBase:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [t for t in (sa.next_deadline() for sa in self._sas.values()) if t is not None]
+        times = [t for sa in self._sas.values()
+                 if not self._waiting(sa) and (t := sa.next_deadline()) is not None]
+        first = next((sa for sa in self._waiting_queue() if self._waiting(sa)), None)
+        if first is not None and (t := first.next_deadline()) is not None:
+            times.append(t)
         times += [t for name, t in self.keep_up.items() if not self._active(name)]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
+        due = []
+        for sa in self._waiting_queue():
+            if self._waiting(sa):
+                deadline = sa.next_deadline()
+                if deadline is not None and now < deadline:
+                    break
+                due.append(sa)
+        for sa in due:
+            sa.on_timer(now)
         for sa in list(self._sas.values()):
+            if self._waiting(sa):
+                continue
             deadline = sa.next_deadline()
             if deadline is not None and now >= deadline:
                 sa.on_timer(now)
@@ -147,6 +162,16 @@ class EndpointBase:
         for name, when in list(self.keep_up.items()):
             if now >= when and not self._active(name):
                 self._start(name, now)
+
+    # Half-open responder SAs can number thousands in a flood, and their only timer is the
+    # half-open timeout, so they time out in the order they came: the cores list them
+    # oldest first (`_waiting_queue`, where other SAs may linger until collected) and say
+    # which SA is one (`_waiting`); timers then look at the first of them only.
+    def _waiting_queue(self) -> Iterable[Any]:
+        return ()
+
+    def _waiting(self, sa: Any) -> bool:
+        return False
 
     def initiate(self, name: str, now: float, *, keep_up: bool = True) -> None:
         cfg = self.configs[name]

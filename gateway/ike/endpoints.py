@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.ike.endpointbase import ChildPolicy
 from gateway.ike.events import Datagram, Note
-from gateway.ike.settings import PeerConfig
+from gateway.ike.settings import PeerConfig, ResponderLimits
 from gateway.ike.v1.endpoint import IkeV1Endpoint
 from gateway.ike.v2.endpoint import IkeV2Endpoint
 
@@ -34,6 +34,16 @@ class IkeEndpoints:
             for k, v in ep.counters.items():
                 out[prefix + k] = out.get(prefix + k, 0) + v
         return out
+
+    def set_limits(self, limits: ResponderLimits) -> None:
+        """The responder limits (cookies, half-open SAs) of both versions."""
+        self.v2.set_limits(limits)
+        self.v1.set_limits(limits)
+
+    @property
+    def half_open(self) -> dict[str, int]:
+        """Half-open responder SAs now, by IKE version (what the limits bound)."""
+        return {"v2": self.v2.half_open, "v1": self.v1.half_open}
 
     def set_child_policy(self, check: ChildPolicy | None) -> None:
         """Let the IPsec policy answer peers' CHILD_SA requests in both versions."""

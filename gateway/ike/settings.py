@@ -42,6 +42,24 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class ResponderLimits:
+    """How much state strangers can make a responder keep (RFC 7296 2.6, RFC 8019).
+
+    A *half-open* SA is one a peer started and has not authenticated yet (IKEv2 before
+    IKE_AUTH, IKEv1 Main Mode before message 5).  ``cookie_threshold``: half-open IKEv2
+    SAs before a new IKE_SA_INIT must return a COOKIE (proof that the initiator receives
+    at its address).  ``half_open_max``: half-open SAs of one IKE version in all; beyond
+    it new ones are refused without state (IKEv2) or the oldest unproven one is evicted
+    (IKEv1, which has no cookies).  ``half_open_per_source``: half-open SAs whose peer has
+    proven its address, per source address (see the cores for why only those count).
+    """
+
+    cookie_threshold: int = 10
+    half_open_max: int = 2000
+    half_open_per_source: int = 100
+
+
+@dataclass(frozen=True)
 class PeerConfig:
     """One configured IKE connection (a peer and the CHILD_SA it carries)."""
 

@@ -58,7 +58,8 @@ def test_tunnel_ike_and_pool_metrics() -> None:
             "child_sa_states": [{"version": 2, "state": "installed", "count": 1}],
             "tunnels": [{"connection": "branch1", "up": True, "expected": True, "packets_in": 5,
                          "bytes_in": 500, "drops_in": 0, "packets_out": 4, "bytes_out": 400}],
-            "pools": [{"pool": "dialin", "used": 3, "total": 254}]}
+            "pools": [{"pool": "dialin", "used": 3, "total": 254}],
+            "ike_dropped": {"cookie_sent": 7, "ikev1_half_open_evicted": 2}}
     text = exposition(snap)
     for line in ('gateway_connection_up{connection="branch1",expected="yes"} 1.0',
                  'gateway_tunnel_packets_total{connection="branch1",direction="in"} 5.0',
@@ -70,5 +71,7 @@ def test_tunnel_ike_and_pool_metrics() -> None:
                  'gateway_ike_failures_total{connection="branch1",reason="auth_failed:bad_psk",'
                  'version="2"} 1.0',
                  'gateway_ike_handshake_seconds_bucket{le="0.025",version="2"} 1.0',
-                 'gateway_ike_handshake_seconds_count{version="2"} 1.0'):
+                 'gateway_ike_handshake_seconds_count{version="2"} 1.0',
+                 'gateway_ike_dropped_total{reason="cookie_sent"} 7.0',
+                 'gateway_ike_dropped_total{reason="ikev1_half_open_evicted"} 2.0'):
         assert line in text, f"{line}\n{text}"

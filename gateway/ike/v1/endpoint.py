@@ -8,16 +8,30 @@ address, its proposals and the authentication method (with pre-shared keys the i
 arrives encrypted in message 5, after the key is already in use: RFC 2409 5.4).
 Aggressive Mode is refused: it sends the identity in clear and hands an eavesdropper a
 hash to crack the pre-shared key offline.
+
+IKEv1 has no stateless cookie exchange (RFC 2408 2.5.3 leaves it to the implementation),
+so Main Mode state is bounded like a TCP SYN cache (`ResponderLimits`):
+
+* *unproven* half-open SAs (message 1 answered; the peer has not shown that it receives
+  at its address) cost about 3.5 KB (tracemalloc) and no DH.  At most ``half_open_max``
+  exist; a new message 1 beyond that evicts the oldest (``half_open_evicted``).  A flood
+  of R messages per second thus leaves each entry ``half_open_max / R`` seconds (2000 at
+  5000/s: 0.4 s), far longer than the round trip an honest peer needs to send message 3.
+* *proven* half-open SAs (message 3 came back with our responder cookie, which only a peer
+  at that address can know; the DH is done here) are limited per source address
+  (``half_open_per_source``, for the reasons the IKEv2 endpoint gives) and in all
+  (``half_open_max``).  Beyond either, message 3 is dropped without an answer (counted
+  ``half_open_source_limit`` / ``half_open_limit``); the peer retransmits it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gateway.ike.endpointbase import EndpointBase
 from gateway.ike.events import Datagram, NegotiationFailed, PeerMoved
-from gateway.ike.settings import PeerConfig, Timing
+from gateway.ike.settings import PeerConfig, ResponderLimits, Timing
 from gateway.ike.signatures import ikev1_method
 from gateway.ike.v1.constants import IKE_PORT, NATT_PORT, AuthMethod, ExchangeType, NotifyType, ProtocolId
 from gateway.ike.v1.isakmpsa import PHASE1_REKEY_RETRY, RETIRE_DELAY, IsakmpSa, State, vendor_name
@@ -37,11 +51,26 @@ from gateway.ike.v1.negotiation import describe_phase1, phase1_transforms, selec
 class IkeV1Endpoint(EndpointBase):
     def __init__(self, local_address: str, configs: list[PeerConfig], *,
                  random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
-                 half_open_limit: int = 1000) -> None:
+                 half_open_max: int = ResponderLimits.half_open_max,
+                 half_open_per_source: int = ResponderLimits.half_open_per_source) -> None:
         super().__init__(local_address, configs, random, timing)
-        self.half_open_limit = half_open_limit
+        self.half_open_max = half_open_max
+        self.half_open_per_source = half_open_per_source
         self._sas: dict[bytes, IsakmpSa] = {}  # by our cookie
-        self._by_icookie: dict[tuple[bytes, str, int], IsakmpSa] = {}  # responder SAs before MM3
+        #: responder SAs before MM3 (unproven), oldest first
+        self._by_icookie: dict[tuple[bytes, str, int], IsakmpSa] = {}
+        #: responder SAs between MM3 and MM5 (proven), by our cookie
+        self._proven: dict[bytes, IsakmpSa] = {}
+
+    def set_limits(self, limits: ResponderLimits) -> None:
+        """New responder limits (a config reload); SAs that exist stay."""
+        self.half_open_max = limits.half_open_max
+        self.half_open_per_source = limits.half_open_per_source
+
+    @property
+    def half_open(self) -> int:
+        """Responder ISAKMP SAs in Main Mode (before message 5), proven or not."""
+        return len(self._by_icookie) + len(self._proven)
 
     # -- the Context an IsakmpSa sees (beyond EndpointBase) -----------------------------------
     def initial_contact(self, sa: IsakmpSa) -> None:
@@ -171,6 +200,9 @@ class IkeV1Endpoint(EndpointBase):
         if sa is None or sa.icookie != header.icookie or (sa.rcookie != header.rcookie
                                                           and sa.rcookie != bytes(8)):
             return self._count("unknown_cookie")
+        if not sa.initiator and sa.state is State.MM_SA and header.exchange == ExchangeType.MAIN \
+                and not self._admit_proven(remote[0]):
+            return  # message 3: the peer has proven its address, but there is no room for it
         # NAT-T float (RFC 3947 4) or a changed NAT mapping: follow the peer.
         if (sa.state in (State.MM_SA, State.MM_KE) or sa.remote[0] == remote[0]) \
                 and (local_port, remote) != (sa.local[1], sa.remote):
@@ -215,9 +247,6 @@ class IkeV1Endpoint(EndpointBase):
             self._count("malformed")
             return self._notify_clear(header, local_port, remote, NotifyType.PAYLOAD_MALFORMED)
         vids = [vendor_name(p.data) for p in msg.all(VendorIdPayload) if isinstance(p, VendorIdPayload)]
-        if self._half_open() >= self.half_open_limit:
-            self._count("half_open_limit")
-            return
         candidates = [c for c in self.configs.values() if c.remote_address == remote[0]]
         candidates += [c for c in self.configs.values() if c.remote_address is None]
         if not candidates:
@@ -234,11 +263,14 @@ class IkeV1Endpoint(EndpointBase):
             if picked is None:
                 continue
             transform, suite = picked
+            self._make_room(now)
             sa = IsakmpSa(self, initiator=False, config=cfg, icookie=header.icookie,
                           rcookie=self._new_cookie(),
                           local=(self.local_address, local_port), remote=remote, now=now)
             self._sas[sa.rcookie] = sa
-            self._by_icookie[(header.icookie, remote[0], remote[1])] = sa
+            key = (header.icookie, remote[0], remote[1])
+            self._by_icookie.pop(key, None)  # a closed one, not collected yet: the new one goes last
+            self._by_icookie[key] = sa
             self._note("ikev1.main_mode", connection=cfg.name, peer=peer, proposal=suite.name,
                        vendor_ids=", ".join(vids) or "none")
             sa.respond_mm1(msg, transform, suite, number, now)
@@ -260,8 +292,39 @@ class IkeV1Endpoint(EndpointBase):
                         28 + len(body))
         self._out.append(Datagram(header.encode() + body, local_port, remote))
 
-    def _half_open(self) -> int:
-        return sum(1 for sa in self._sas.values() if sa.state in (State.MM_SA, State.MM_KE, State.MM_AUTH))
+    def _make_room(self, now: float) -> None:
+        """Evict the oldest unproven half-open SAs until a new one fits (a SYN cache)."""
+        while self._by_icookie and len(self._by_icookie) >= self.half_open_max:
+            key = next(iter(self._by_icookie))
+            sa = self._by_icookie.pop(key)
+            if sa.state is State.MM_SA:
+                sa.close("evicted: too many half-open Main Modes", now, report=False)
+                self._sas.pop(sa.rcookie, None)
+                self._count("half_open_evicted")
+            elif sa.state is State.MM_KE:
+                self._proven[sa.rcookie] = sa
+
+    def _admit_proven(self, address: str) -> bool:
+        """Room for one more proven half-open SA from ``address`` (its message 3)?"""
+        self._collect_proven()
+        if len(self._proven) >= self.half_open_max:
+            self._count("half_open_limit")
+            return False
+        if sum(1 for sa in self._proven.values() if sa.remote[0] == address) >= self.half_open_per_source:
+            self._count("half_open_source_limit")
+            return False
+        return True
+
+    def _waiting_queue(self) -> Iterable[IsakmpSa]:
+        return self._by_icookie.values()
+
+    def _waiting(self, sa: IsakmpSa) -> bool:
+        return sa.state is State.MM_SA and not sa.initiator  # only its half-open timeout runs
+
+    def _collect_proven(self) -> None:
+        for cookie, sa in list(self._proven.items()):
+            if sa.state is not State.MM_KE:
+                del self._proven[cookie]
 
     def _collect(self) -> None:
         for cookie, sa in list(self._sas.items()):
@@ -270,3 +333,6 @@ class IkeV1Endpoint(EndpointBase):
         for key, sa in list(self._by_icookie.items()):
             if sa.state is not State.MM_SA:
                 del self._by_icookie[key]
+                if sa.state is State.MM_KE:
+                    self._proven[sa.rcookie] = sa
+        self._collect_proven()

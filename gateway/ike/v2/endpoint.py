@@ -10,6 +10,29 @@ It routes messages to IKE SAs by SPI, answers new IKE_SA_INIT requests (choosing
 connection and proposal, asking for a COOKIE when too many SAs are half-open, RFC 7296
 2.6), allocates CHILD_SA SPIs, and keeps "start" connections up (re-initiating with
 backoff).  Shaped like aioquic's QuicConnection: no sockets, no clock, no threads.
+
+Half-open SAs (answered IKE_SA_INIT, no IKE_AUTH yet) are what a flood makes a responder
+keep, so they are bounded three ways (`ResponderLimits`, RFC 8019):
+
+* ``cookie_threshold``: from that many half-open SAs on, a request must carry the COOKIE
+  we computed for its address (2.6).  A spoofer never receives one, so SAs made without a
+  cookie ("unproven") number at most ``cookie_threshold``, however many addresses it uses.
+* ``half_open_per_source``: half-open SAs whose initiator returned a cookie ("proven": it
+  receives at that address), per address.  Only proven ones count, so nobody can spend an
+  address's budget without receiving at it.  The default, 100, is far above what one
+  honest peer needs (one half-open SA for a round trip, a second while an abandoned
+  attempt times out) and above what a carrier-grade NAT sends from one address: with
+  1:32..1:64 subscribers per public address, even all of them reconnecting at once (after
+  the NAT or our gateway restarted) hold at most 64 half-open SAs for about a round trip.
+  An attacker with one real address holds at most ``cookie_threshold`` + 100 of them.
+* ``half_open_max``: all half-open SAs.  Beyond it even a valid cookie does not help: the
+  request is dropped without state and without an answer (counted), and the initiator
+  retransmits until a half-open SA times out (``Timing.half_open_timeout``) or finishes.
+  A half-open SA takes about 4.5 KB (tracemalloc), so the default 2000 come to about
+  10 MB.
+
+Every refusal is counted in ``counters`` (``cookie_sent``, ``half_open_source_limit``,
+``half_open_limit``); none logs a line (a flood must not become a log flood).
 """
 
 from __future__ import annotations
@@ -19,13 +42,14 @@ import hmac
 import ipaddress
 import os
 import struct
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 
 from gateway.crypto.dh import DH_GROUPS
 from gateway.ike.endpointbase import EndpointBase
 from gateway.ike.events import Datagram, NegotiationFailed
 from gateway.ike.pool import AddressPool
-from gateway.ike.settings import PeerConfig, Timing
+from gateway.ike.settings import PeerConfig, ResponderLimits, Timing
 from gateway.ike.v2.constants import (
     IKE_PORT,
     IKE_VERSION,
@@ -56,13 +80,33 @@ from gateway.ike.v2.negotiation import build_proposals, describe_proposals, sele
 class IkeV2Endpoint(EndpointBase):
     def __init__(self, local_address: str, configs: list[PeerConfig], *,
                  random: Callable[[int], bytes] = os.urandom, timing: Timing | None = None,
-                 cookie_threshold: int = 10, pools: dict[str, AddressPool] | None = None) -> None:
+                 cookie_threshold: int = ResponderLimits.cookie_threshold,
+                 half_open_max: int = ResponderLimits.half_open_max,
+                 half_open_per_source: int = ResponderLimits.half_open_per_source,
+                 pools: dict[str, AddressPool] | None = None) -> None:
         super().__init__(local_address, configs, random, timing)
         self.cookie_threshold = cookie_threshold
+        self.half_open_max = half_open_max
+        self.half_open_per_source = half_open_per_source
         self._cookie_secret = random(32)
         self._sas: dict[bytes, IkeSa] = {}  # by our SPI
+        #: responder SAs before IKE_AUTH, by (SPIi, address, port); the proven ones (their
+        #: initiator returned a cookie) also in _proven_keys and counted by address in _proven
         self._half_open: dict[tuple[bytes, str, int], IkeSa] = {}
+        self._proven_keys: set[tuple[bytes, str, int]] = set()
+        self._proven: Counter[str] = Counter()
         self.pools = pools or {}
+
+    def set_limits(self, limits: ResponderLimits) -> None:
+        """New responder limits (a config reload); SAs that exist stay."""
+        self.cookie_threshold = limits.cookie_threshold
+        self.half_open_max = limits.half_open_max
+        self.half_open_per_source = limits.half_open_per_source
+
+    @property
+    def half_open(self) -> int:
+        """Responder SAs that answered IKE_SA_INIT and wait for IKE_AUTH."""
+        return len(self._half_open)
 
     # -- the Context an IkeSa sees (beyond EndpointBase) -------------------------------------
     def configs_for(self, remote_ip: str) -> list[PeerConfig]:
@@ -180,13 +224,20 @@ class IkeV2Endpoint(EndpointBase):
                 and isinstance(nonce, NoncePayload)):
             self._count("malformed")
             return self._stateless(header, local_port, remote, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
-        if self._half_open_count() >= self.cookie_threshold:
+        half_open = len(self._half_open)
+        if half_open >= self.half_open_max:
+            return self._count("half_open_limit")  # no state, no answer: the initiator retries
+        got = msg.notify(NotifyType.COOKIE)
+        proven = False
+        if got is not None or half_open >= self.cookie_threshold:
             expected = self._cookie(nonce.data, remote[0], header.spi_i)
-            got = msg.notify(NotifyType.COOKIE)
-            if got is None or not hmac.compare_digest(got.data, expected):
+            proven = got is not None and hmac.compare_digest(got.data, expected)
+            if not proven and half_open >= self.cookie_threshold:
                 self._count("cookie_sent")
                 return self._stateless(header, local_port, remote,
                                        [NotifyPayload(NotifyType.COOKIE, expected)])
+        if proven and self._proven[remote[0]] >= self.half_open_per_source:
+            return self._count("half_open_source_limit")
         peer = f"{remote[0]}:{remote[1]}"
         candidates = self.configs_for(remote[0])
         if not candidates:
@@ -225,10 +276,12 @@ class IkeV2Endpoint(EndpointBase):
             self._count("invalid_ke")
             return
         self._sas[sa.spi_r] = sa
-        self._half_open[(header.spi_i, remote[0], remote[1])] = sa
-
-    def _half_open_count(self) -> int:
-        return sum(1 for sa in self._half_open.values() if sa.state is State.HALF_OPEN)
+        key = (header.spi_i, remote[0], remote[1])
+        self._forget_half_open(key)  # a closed SA of the same initiator SPI, not collected yet
+        self._half_open[key] = sa
+        if proven:
+            self._proven_keys.add(key)
+            self._proven[remote[0]] += 1
 
     def _cookie(self, nonce: bytes, address: str, spi_i: bytes) -> bytes:
         """2.6: <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)."""
@@ -249,7 +302,21 @@ class IkeV2Endpoint(EndpointBase):
                 del self._sas[spi]
         for key, sa in list(self._half_open.items()):
             if sa.state is not State.HALF_OPEN:
-                del self._half_open[key]
+                self._forget_half_open(key)
+
+    def _waiting_queue(self) -> Iterable[IkeSa]:
+        return self._half_open.values()
+
+    def _waiting(self, sa: IkeSa) -> bool:
+        return sa.state is State.HALF_OPEN  # a responder's, before IKE_AUTH: only its timeout runs
+
+    def _forget_half_open(self, key: tuple[bytes, str, int]) -> None:
+        self._half_open.pop(key, None)
+        if key in self._proven_keys:
+            self._proven_keys.discard(key)
+            self._proven[key[1]] -= 1
+            if not self._proven[key[1]]:
+                del self._proven[key[1]]
 
 
 def _prefer_group(chosen: Proposal, ours: list[Proposal], theirs: list[Proposal], ke_group: int) -> Proposal:

@@ -19,7 +19,7 @@ from gateway.config.secretfiles import private_file_problem
 from gateway.ike.identity import ANY, Identity
 from gateway.ike.pool import AddressPool
 from gateway.ike.proposals import parse_child_proposal, parse_ike_proposal
-from gateway.ike.settings import ChildConfig, PeerConfig, Timing
+from gateway.ike.settings import ChildConfig, PeerConfig, ResponderLimits, Timing
 from gateway.ike.trafficselectors import TsRange
 
 
@@ -181,4 +181,11 @@ def timing(config: Config, epoch: float) -> Timing:
     """``epoch``: wall-clock seconds at the daemon's monotonic zero (the shell's clocks)."""
     ike = config.ike
     return Timing(retransmit_timeout=ike.retransmit_timeout, retransmit_tries=ike.retransmit_tries,
-                  epoch=epoch)
+                  half_open_timeout=ike.half_open_timeout, epoch=epoch)
+
+
+def limits(config: Config) -> ResponderLimits:
+    """The responder limits of the ``ike`` section (cookies, half-open SAs)."""
+    ike = config.ike
+    return ResponderLimits(cookie_threshold=ike.cookie_threshold, half_open_max=ike.half_open_max,
+                           half_open_per_source=ike.half_open_per_source)
