@@ -57,3 +57,34 @@ def test_wrong_psk_counts_failures() -> None:
     report = run_in_memory(gen, responder(2), RESPONDER)
     assert report.established == 0 and report.failed == 4
     assert all(reason.startswith("auth") for reason in report.failures), report.failures
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_each_peer_of_an_any_connection_gets_its_own_tunnel(version: int) -> None:
+    """One dataplane tunnel (policy, outbound SA, routes) per peer of a ``remote: %any``
+    connection, in both IKE versions: a peer coming up must not take over the policy of the
+    peers before it."""
+    from gateway.dataplane.edge import EdgePolicy
+    from gateway.dataplane.engine import Dataplane
+    from gateway.ike.events import ChildSaDown
+    from gateway.tunnels import TunnelTable
+
+    engine = Dataplane(EdgePolicy("wan0", ipaddress.IPv4Address(RESPONDER), ()))
+    tunnels = TunnelTable(engine, 64)
+    ups: list[ChildSaUp] = []
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, ChildSaUp):
+            ups.append(ev)
+            tunnels.up(ev, activate=ev.activate)
+        elif isinstance(ev, ChildSaDown):
+            tunnels.down(ev)
+
+    gen = LoadGenerator(LoadPlan(responder=RESPONDER, psk=PSK, version=version, count=3, window=3))
+    assert run_in_memory(gen, responder(version), RESPONDER, on_event=on_event).established == 3
+    assert len({ev.tunnel for ev in ups}) == 3 and all(ev.tunnel.startswith("any@") for ev in ups)
+    assert len(tunnels.tunnels) == 3
+    for ev in ups:
+        tunnel = tunnels.tunnels[ev.tunnel]
+        assert tunnel.policy.esp_out is tunnel.pairs[ev.spi_in].outbound
+        assert [str(n) for n in tunnel.remote_nets] == [str(ev.remote_ts[0].start) + "/32"]
