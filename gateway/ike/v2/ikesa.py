@@ -126,6 +126,7 @@ class Context(Protocol):
     def pool_dns(self, pool: str) -> tuple[ipaddress.IPv4Address, ...]: ...
     def initial_contact(self, ike_sa: IkeSa) -> None: ...
     def reauthenticate(self, ike_sa: IkeSa, now: float) -> None: ...
+    def sa_closed(self, ike_sa: IkeSa) -> None: ...
 
 
 @dataclass
@@ -1335,6 +1336,7 @@ class IkeSa:
             self.ctx.release(self.config.pool, self.virtual_ip)
         was_up = self.established_at is not None
         self.state = State.CLOSED
+        self.ctx.sa_closed(self)
         self.outstanding = None
         self.queue.clear()
         self.close_reason = reason
