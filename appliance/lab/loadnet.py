@@ -15,9 +15,11 @@ from the benchmarking range (RFC 2544: 198.18.0.0/15) and the shared address spa
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -206,3 +208,58 @@ class LoadProcess:
         finally:
             self._sel.close()
             self._err.close()
+
+
+class Profiler:
+    """py-spy sampling a process without stopping it (raw collapsed stacks in ``out``),
+    summarised as the functions with the most samples."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            raise LabError(f"no {spy}: install py-spy into the venv (pip install py-spy)")
+        self.proc = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw",
+                                      "--rate", "200", "--nonblocking", "-o", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop sampling; the summary (``summarise_profile``)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return summarise_profile(self.out)
+
+    @staticmethod
+    def show(profile: dict[str, Any], say: Callable[[str], None], top: int = 12) -> None:
+        for kind in ("self", "total"):
+            say(f"  profile ({profile['samples']} samples), {kind} time:")
+            for frame, share in profile[kind][:top]:
+                say(f"    {share:5.1f}%  {frame}")
+
+
+def summarise_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """From py-spy's collapsed stacks (all threads): the share of samples in each function
+    itself ("self"), and under each of our own functions (gateway/, "total")."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = []
+        for f in stack.split(";"):  # "function (path/file.py:line)"
+            function, _, where = f.partition(" (")
+            frames.append(f"{function} ({where.rsplit(':', 1)[0].rstrip(')')})")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if "gateway/" in frame and "gateway/cli.py" not in frame and "__main__" not in frame:
+                total[frame] += n
+    return {"samples": samples,
+            "self": [(f, round(100 * n / samples, 1)) for f, n in own.most_common(top)] if samples else [],
+            "total": [(f, round(100 * n / samples, 1)) for f, n in total.most_common(top)] if samples else []}
