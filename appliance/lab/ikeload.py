@@ -577,16 +577,20 @@ def run_udp(gen: LoadGenerator, *, limit: float = 3600.0,
     for port, sock in socks.items():
         sel.register(sock, selectors.EVENT_READ, port)
     report: LoadReport | None = None
+
+    def flush() -> None:
+        for out in gen.datagrams_to_send():
+            try:
+                socks[out.local[1]].sendmsg([out.data], _pktinfo(out.local[0]), 0, out.remote)
+            except OSError:
+                gen.send_errors += 1  # lost: the cores retransmit
+
     try:
         start = time.monotonic()
         gen.start(start)
         while True:
             now = time.monotonic()
-            for out in gen.datagrams_to_send():
-                try:
-                    socks[out.local[1]].sendmsg([out.data], _pktinfo(out.local[0]), 0, out.remote)
-                except OSError:
-                    gen.send_errors += 1  # lost: the cores retransmit
+            flush()
             if report is None and (gen.done or now - start > limit):
                 report = gen.report()
                 if on_report is not None:
@@ -599,6 +603,7 @@ def run_udp(gen: LoadGenerator, *, limit: float = 3600.0,
                 port = key.data
                 for data, local, sender in _recv_all(socks[port]):
                     gen.receive(data, (local, port), sender, time.monotonic())
+                    flush()  # at once: the responder works on it while we read the next
             now = time.monotonic()
             t = gen.get_timer()
             if t is not None and now >= t:
@@ -636,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=float, default=3600.0, help="give up the run after this long")
     parser.add_argument("--no-initial-contact", action="store_true")
     parser.add_argument("--l2tp", action="store_true", help="L2TP/IPsec LACs (IKEv1 + L2TP + PPP)")
+    parser.add_argument("--wait-start", action="store_true",
+                        help="print 'ready', then wait for a line on stdin before initiating "
+                             "(several generators start together)")
     parser.add_argument("--hold", action="store_true",
                         help="after the report, keep the SAs (and answer for them) until stdin closes")
     args = parser.parse_args(argv)
@@ -654,9 +662,12 @@ def main(argv: list[str] | None = None) -> int:
             say("holding the SAs until stdin closes")
         print(json.dumps(report.to_dict()), flush=True)
 
+    gen = LoadGenerator(plan, progress=say)
+    if args.wait_start:
+        say("ready")
+        sys.stdin.readline()
     if args.hold:
         os.set_blocking(sys.stdin.fileno(), False)
-    gen = LoadGenerator(plan, progress=say)
     say(f"go: {plan.count} x IKEv{1 if plan.l2tp else plan.version}"
         f"{' + L2TP/PPP' if plan.l2tp else ''}, window {plan.window}, to {plan.responder}")
     report = run_udp(gen, limit=args.limit, on_report=on_report,

@@ -127,6 +127,7 @@ class LoadProcess:
                  say: Callable[[str], None]) -> None:
         self.say = say
         self.log = log
+        self.ready = False
         self.go_at: float | None = None
         self.report_at: float | None = None
         self.report: dict[str, Any] | None = None
@@ -162,11 +163,27 @@ class LoadProcess:
             elif line:
                 if " go: " in line and self.go_at is None:
                     self.go_at = now
+                if line.endswith("] ready"):
+                    self.ready = True
+                    continue
                 self.say("  " + line)
 
     @property
     def exited(self) -> bool:
         return self.proc.poll() is not None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for a ``--wait-start`` generator to be ready; ``start()`` lets it go."""
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self.exited or time.monotonic() > deadline:
+                raise LabError(f"the load generator did not get ready: {self.tail()}")
+            self.poll(0.2)
+
+    def start(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
 
     def wait_go(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
