@@ -236,8 +236,11 @@ class Profiler:
         spy = Path(sys.executable).with_name("py-spy")
         if not spy.exists():
             raise LabError(f"no {spy}: install py-spy into the venv (pip install py-spy)")
+        # GWBENCH_PY_SPY_GIL=1: only the thread holding the GIL (Python work, without the
+        # time threads spend waiting for it or in system calls)
+        gil = ["--gil"] if os.environ.get("GWBENCH_PY_SPY_GIL") else []
         self.proc = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw",
-                                      "--rate", "200", "--nonblocking", "-o", str(out)],
+                                      "--rate", "200", "--nonblocking", *gil, "-o", str(out)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     def stop(self) -> dict[str, Any]:
