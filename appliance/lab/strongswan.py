@@ -241,7 +241,7 @@ class StrongswanPeer:
     ``workdir/charon.out`` (stdout/stderr) and the vici socket ``workdir/charon.vici``.
     """
 
-    def __init__(self, topology: Topology, site: Site, peer_address: str, peer_lan: str,
+    def __init__(self, topology: Topology | None, site: Site, peer_address: str, peer_lan: str,
                  workdir: Path, settings: PeerSettings | None = None) -> None:
         self.topology = topology
         self.site = site

@@ -41,6 +41,9 @@ class EndpointBase:
         self._backoff: dict[str, float] = {}
         self.counters: dict[str, int] = {}
         self.child_policy: ChildPolicy | None = None
+        #: an SA closed since the last `_collect` (which scans every SA only then)
+        self._closed_since_collect = False
+        self._child_index: dict[int, Any] = {}  # inbound IPsec SPI -> IKE SA (see ike_sa_of_child)
 
     # -- what the cores implement ------------------------------------------------------------
     def _start(self, name: str, now: float) -> Any:
@@ -125,6 +128,10 @@ class EndpointBase:
     def release_spi(self, spi: int) -> None:
         self._spis.discard(spi)
 
+    def sa_closed(self, sa: Any) -> None:
+        """An SA of ours closed: the next `_collect` has something to forget."""
+        self._closed_since_collect = True
+
     # -- the shell's interface ------------------------------------------------------------------
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []
@@ -198,8 +205,22 @@ class EndpointBase:
         return [sa.describe(now) for sa in self._sas.values() if not sa.closed]
 
     def ike_sa_of_child(self, spi_in: int) -> Any:
-        """The IKE (ISAKMP) SA that made the IPsec SA with this inbound SPI."""
-        return next((sa for sa in self._sas.values() if any(c.spi_in == spi_in for c in sa.children)), None)
+        """The IKE (ISAKMP) SA that made the IPsec SA with this inbound SPI.
+
+        From an index rebuilt only when it is wrong: the daemon asks this for every IPsec SA
+        each second, and a scan of every SA per question made that O(N^2) (bench/handshakes).
+        """
+        if spi_in not in self._spis:
+            return None  # not an SPI this core allocated
+        sa = self._child_index.get(spi_in)
+        if sa is None or not any(c.spi_in == spi_in for c in sa.children):
+            index: dict[int, Any] = {}
+            for each in self._sas.values():
+                for child in each.children:
+                    index.setdefault(child.spi_in, each)
+            self._child_index = index
+            sa = index.get(spi_in)
+        return sa
 
     def negotiating(self, name: str) -> bool:
         """Whether any IKE SA of the connection is still alive (connecting or up)."""

@@ -327,9 +327,12 @@ class IkeV1Endpoint(EndpointBase):
                 del self._proven[cookie]
 
     def _collect(self) -> None:
-        for cookie, sa in list(self._sas.items()):
-            if sa.state is State.CLOSED:
-                del self._sas[cookie]
+        """Forget closed SAs; every SA is looked at only when one closed (`sa_closed`)."""
+        if self._closed_since_collect:
+            self._closed_since_collect = False
+            for cookie, sa in list(self._sas.items()):
+                if sa.state is State.CLOSED:
+                    del self._sas[cookie]
         for key, sa in list(self._by_icookie.items()):
             if sa.state is not State.MM_SA:
                 del self._by_icookie[key]

@@ -137,6 +137,7 @@ class Context(Protocol):
     def on_established(self, sa: IsakmpSa, now: float) -> None: ...
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None: ...
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None: ...
+    def sa_closed(self, sa: IsakmpSa) -> None: ...
 
 
 class State(enum.Enum):
@@ -1121,6 +1122,7 @@ class IsakmpSa:
             self.ctx.release_spi(qm.spi_in)
         self.quick.clear()
         self.state = State.CLOSED
+        self.ctx.sa_closed(self)
         self.retransmit = None
         if (was_up or report) and not self.replaced:
             self.ctx.emit(IkeSaDown(self.name, self.ident, self.remote_str, reason))

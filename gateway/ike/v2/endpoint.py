@@ -296,10 +296,13 @@ class IkeV2Endpoint(EndpointBase):
         self._out.append(Datagram(header.encode() + body, local_port, remote))
 
     def _collect(self) -> None:
-        """Forget closed SAs."""
-        for spi, sa in list(self._sas.items()):
-            if sa.state is State.CLOSED:
-                del self._sas[spi]
+        """Forget closed SAs: every SA is looked at only when one closed (`sa_closed`), not
+        for every message (that made each message cost O(N) in the SAs: bench/handshakes)."""
+        if self._closed_since_collect:
+            self._closed_since_collect = False
+            for spi, sa in list(self._sas.items()):
+                if sa.state is State.CLOSED:
+                    del self._sas[spi]
         for key, sa in list(self._half_open.items()):
             if sa.state is not State.HALF_OPEN:
                 self._forget_half_open(key)

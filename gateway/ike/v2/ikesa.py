@@ -126,6 +126,7 @@ class Context(Protocol):
     def pool_dns(self, pool: str) -> tuple[ipaddress.IPv4Address, ...]: ...
     def initial_contact(self, ike_sa: IkeSa) -> None: ...
     def reauthenticate(self, ike_sa: IkeSa, now: float) -> None: ...
+    def sa_closed(self, ike_sa: IkeSa) -> None: ...
 
 
 @dataclass
@@ -144,6 +145,7 @@ class ChildSa:
     #: the peer rekeyed this SA while we were rekeying it too (2.8.1): its exchange's
     #: nonces and the inbound SPI of the SA it created
     collision: tuple[bytes, bytes, int] | None = None
+    tunnel: str = ""  # the dataplane tunnel (see ChildSaUp.tunnel); kept across rekeys
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.config.name, "state": self.state, "spi_in": f"0x{self.spi_in:08x}",
@@ -684,17 +686,25 @@ class IkeSa:
             keys = ChildSaKeys(enc_r, integ_r, enc_i, integ_i)
         lifetime = config.lifetime
         child = ChildSa(config, spi_in, spi_out, suite, mode, local_ts, remote_ts, now,
-                        rekey_at=now + self._jittered(lifetime), expire_at=now + lifetime * 1.1)
+                        rekey_at=now + self._jittered(lifetime), expire_at=now + lifetime * 1.1,
+                        tunnel=rekey.tunnel if rekey is not None and rekey.tunnel else self._tunnel_key())
         self.children.append(child)
         encap = self.remote[1] if self.encapsulate else None
         self.ctx.emit(ChildSaUp(self.name, self.ident, spi_in, spi_out, 50, mode, suite, keys, local_ts,
                                 remote_ts, self.local[0], self.remote[0], encap,
                                 rekey.spi_in if rekey is not None else None, lifetime,
                                 str(self.virtual_ip) if self.virtual_ip else None,
-                                activate=we_initiated or rekey is None))
+                                activate=we_initiated or rekey is None, tunnel=child.tunnel))
         if rekey is not None and (we_initiated or rekey.state == "installed"):
             rekey.state = "rekeyed"
         return child
+
+    def _tunnel_key(self) -> str:
+        """One dataplane tunnel per connection, or per peer for a connection open to many
+        (as in IKEv1): each peer's policy keeps its own outbound SA and selectors."""
+        if self.config is None or self.config.remote_address is not None:
+            return self.name
+        return f"{self.name}@{self.remote[0]}:{self.remote[1]}"
 
     # =====================================================================================
     # receiving
@@ -1016,7 +1026,8 @@ class IkeSa:
         if child in self.children:
             self.children.remove(child)
             self.ctx.release_spi(child.spi_in)
-            self.ctx.emit(ChildSaDown(self.name, self.ident, child.spi_in, child.spi_out, reason))
+            self.ctx.emit(ChildSaDown(self.name, self.ident, child.spi_in, child.spi_out, reason,
+                                      tunnel=child.tunnel))
 
     # -- CREATE_CHILD_SA as responder (1.3) ---------------------------------------------
     def _on_create_child(self, msg: Message, now: float) -> None:
@@ -1182,7 +1193,7 @@ class IkeSa:
                         self._note("ike.child_rekey_collision_lost", connection=self.name,
                                    redundant=f"0x{created.spi_in:08x}", kept=f"0x{spi_b:08x}")
                         child.state = "rekeyed"
-                        self.ctx.emit(ChildSaActivate(self.name, spi_b))
+                        self.ctx.emit(ChildSaActivate(self.name, spi_b, tunnel=child.tunnel))
                         self.delete_child(created, now, reason="redundant (rekey collision)")
                         return
                     self._note("ike.child_rekey_collision_won", connection=self.name,
@@ -1325,6 +1336,7 @@ class IkeSa:
             self.ctx.release(self.config.pool, self.virtual_ip)
         was_up = self.established_at is not None
         self.state = State.CLOSED
+        self.ctx.sa_closed(self)
         self.outstanding = None
         self.queue.clear()
         self.close_reason = reason
