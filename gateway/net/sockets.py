@@ -18,15 +18,20 @@ from dataclasses import dataclass
 
 SO_MARK = 36
 BUFFER_BYTES = 8 * 1024 * 1024
+#: UDP 500 carries only IKE: a short receive queue, so that in a flood beyond what we can
+#: process the kernel drops (the initiators retransmit) rather than queue for seconds.  A
+#: Main Mode's message 3 must be read before the unproven SA it answers gives way to newer
+#: message 1s (gateway.ike.v1.endpoint): 256 KiB hold some 300 datagrams, 0.1 s of work.
+IKE_RECEIVE_BYTES = 256 * 1024
 
 
-def _tune(sock: socket.socket, mark: int) -> socket.socket:
+def _tune(sock: socket.socket, mark: int, receive: int = BUFFER_BYTES) -> socket.socket:
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+    for opt, size in ((socket.SO_RCVBUF, receive), (socket.SO_SNDBUF, BUFFER_BYTES)):
+        sock.setsockopt(socket.SOL_SOCKET, opt, size)
         try:  # beyond net.core.*mem_max, as root
-            sock.setsockopt(socket.SOL_SOCKET, opt + 32, BUFFER_BYTES)  # SO_*BUFFORCE
+            sock.setsockopt(socket.SOL_SOCKET, opt + 32, size)  # SO_*BUFFORCE
         except OSError:
             pass
     return sock
@@ -54,7 +59,7 @@ class WireSockets:
             opened.append(natt)
             natt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             natt.bind((public_address, natt_port))
-            ike = _tune(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), mark)
+            ike = _tune(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), mark, IKE_RECEIVE_BYTES)
             opened.append(ike)
             ike.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             ike.bind((public_address, ike_port))
