@@ -1415,3 +1415,29 @@ def test_an_authentic_request_whose_payloads_do_not_parse_is_answered_invalid_sy
     forged = forged[:-1] + bytes([forged[-1] ^ 1])
     w.b.receive(forged, 500, (HQ, 500), w.now)
     assert w.b.datagrams_to_send() == [] and sa_b.next_expected == expected + 1
+
+
+def test_the_cookie_secret_changes_and_the_one_before_still_counts() -> None:
+    """RFC 7296 2.6: the secret changes from time to time; an initiator whose cookie was made
+    just before a change still gets in; a cookie of the secret before that does not."""
+    from gateway.ike.v2.endpoint import COOKIE_SECRET_LIFETIME
+
+    hq, branch = psk_pair()
+    w = endpoints(hq, branch)
+    w.b.cookie_threshold = 0
+    w.a.initiate("to-branch", w.now)
+    [first] = w.a.datagrams_to_send()
+    w.b.receive(first.data, 500, (HQ, 500), w.now)
+    [answer] = w.b.datagrams_to_send()
+    [cookie] = clear_payloads(answer)
+    w.now += COOKIE_SECRET_LIFETIME + 1
+    w.b.receive(first.data, 500, (HQ, 500), w.now)  # the secret changes now
+    [later] = w.b.datagrams_to_send()
+    [cookie2] = clear_payloads(later)
+    assert (cookie.data[0], cookie2.data[0]) == (1, 2) and cookie.data[1:] != cookie2.data[1:]
+    w.a.receive(answer.data, 500, (BRANCH, 500), w.now)  # it answers the first cookie
+    w.pump()
+    assert w.a.established("to-branch") and w.b.established("to-hq")
+    w.now += COOKIE_SECRET_LIFETIME + 1
+    w.b._rotate_cookie_secret(w.now)
+    assert w.b._cookie(b"nonce", HQ, bytes(8), 1) == b""  # two changes ago: no cookie matches

@@ -76,6 +76,9 @@ from gateway.ike.v2.message import (
 )
 from gateway.ike.v2.negotiation import build_proposals, describe_proposals, select
 
+#: how long one COOKIE secret is used before the next (RFC 7296 2.6: "changed from time to time")
+COOKIE_SECRET_LIFETIME = 300.0
+
 
 class IkeV2Endpoint(EndpointBase):
     def __init__(self, local_address: str, configs: list[PeerConfig], *,
@@ -88,7 +91,11 @@ class IkeV2Endpoint(EndpointBase):
         self.cookie_threshold = cookie_threshold
         self.half_open_max = half_open_max
         self.half_open_per_source = half_open_per_source
-        self._cookie_secret = random(32)
+        #: COOKIE secrets by version (2.6: changed from time to time; a cookie made with the
+        #: one before still counts, so an initiator caught by the change is not refused)
+        self._cookie_version = 1
+        self._cookie_secrets = {1: random(32)}
+        self._cookie_rotate_at: float | None = None
         self._sas: dict[bytes, IkeSa] = {}  # by our SPI
         #: responder SAs before IKE_AUTH, by (SPIi, address, port); the proven ones (their
         #: initiator returned a cookie) also in _proven_keys and counted by address in _proven
@@ -230,8 +237,13 @@ class IkeV2Endpoint(EndpointBase):
         got = msg.notify(NotifyType.COOKIE)
         proven = False
         if got is not None or half_open >= self.cookie_threshold:
-            expected = self._cookie(nonce.data, remote[0], header.spi_i)
-            proven = got is not None and hmac.compare_digest(got.data, expected)
+            self._rotate_cookie_secret(now)
+            expected = self._cookie(nonce.data, remote[0], header.spi_i, self._cookie_version)
+            if got is not None and got.data[:1] != expected[:1]:  # the secret before, perhaps
+                expected_got = self._cookie(nonce.data, remote[0], header.spi_i, got.data[0])
+            else:
+                expected_got = expected
+            proven = got is not None and hmac.compare_digest(got.data, expected_got)
             if not proven and half_open >= self.cookie_threshold:
                 self._count("cookie_sent")
                 return self._stateless(header, local_port, remote,
@@ -283,9 +295,25 @@ class IkeV2Endpoint(EndpointBase):
             self._proven_keys.add(key)
             self._proven[remote[0]] += 1
 
-    def _cookie(self, nonce: bytes, address: str, spi_i: bytes) -> bytes:
-        """2.6: <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)."""
-        return b"\x01" + hashlib.sha256(nonce + address.encode() + spi_i + self._cookie_secret).digest()
+    def _cookie(self, nonce: bytes, address: str, spi_i: bytes, version: int) -> bytes:
+        """2.6: <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>); a version we no
+        longer (or never) had gives a value no cookie matches."""
+        secret = self._cookie_secrets.get(version)
+        if secret is None:
+            return b""
+        return bytes([version]) + hashlib.sha256(nonce + address.encode() + spi_i + secret).digest()
+
+    def _rotate_cookie_secret(self, now: float) -> None:
+        """A new secret every COOKIE_SECRET_LIFETIME seconds; the one before stays valid
+        until the next change (2.6)."""
+        if self._cookie_rotate_at is None:
+            self._cookie_rotate_at = now + COOKIE_SECRET_LIFETIME
+        elif now >= self._cookie_rotate_at:
+            previous = self._cookie_version
+            self._cookie_version = previous % 255 + 1
+            self._cookie_secrets = {previous: self._cookie_secrets[previous],
+                                    self._cookie_version: self._random(32)}
+            self._cookie_rotate_at = now + COOKIE_SECRET_LIFETIME
 
     def _stateless(self, request: Header, local_port: int, remote: tuple[str, int],
                    payloads: list[Payload]) -> None:
