@@ -239,11 +239,9 @@ class IkeV2Endpoint(EndpointBase):
         if got is not None or half_open >= self.cookie_threshold:
             self._rotate_cookie_secret(now)
             expected = self._cookie(nonce.data, remote[0], header.spi_i, self._cookie_version)
-            if got is not None and got.data[:1] != expected[:1]:  # the secret before, perhaps
-                expected_got = self._cookie(nonce.data, remote[0], header.spi_i, got.data[0])
-            else:
-                expected_got = expected
-            proven = got is not None and hmac.compare_digest(got.data, expected_got)
+            if got is not None:  # made with the secret its first octet names (now or before)
+                answered = self._cookie(nonce.data, remote[0], header.spi_i, got.data[0] if got.data else 0)
+                proven = hmac.compare_digest(got.data, answered)
             if not proven and half_open >= self.cookie_threshold:
                 self._count("cookie_sent")
                 return self._stateless(header, local_port, remote,
