@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.lab.topology import LabError, Site, run
+from appliance.lab.topology import LabError, Site, remove_namespaces, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,14 +79,7 @@ class LoadNetwork:
 
     def down(self) -> None:
         """Remove both namespaces; processes still in them are killed first."""
-        listed = run(["ip", "netns", "list"]).stdout
-        present = {line.split()[0] for line in listed.splitlines() if line.strip()}
-        for name in self.namespaces:
-            if name in present:
-                pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
-                if pids:
-                    run(["kill", "-9", *pids], check=False)
-                run(["ip", "netns", "del", name], check=False)
+        remove_namespaces(self.namespaces)
 
 
 # -- the processes measured ----------------------------------------------------------------

@@ -77,6 +77,18 @@ class Site:
     inet_side: str
 
 
+def remove_namespaces(names: Sequence[str]) -> None:
+    """Delete these network namespaces (those that exist), killing what runs in them first."""
+    listed = run(["ip", "netns", "list"]).stdout
+    present = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    for name in names:
+        if name in present:
+            pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
+            if pids:
+                run(["kill", "-9", *pids], check=False)
+            run(["ip", "netns", "del", name], check=False)
+
+
 @dataclass
 class Topology:
     """Creates and removes the namespaces, links and addresses of the lab."""
@@ -131,14 +143,7 @@ class Topology:
 
     def down(self) -> None:
         """Remove every namespace of this lab; processes in them are killed first."""
-        listed = run(["ip", "netns", "list"]).stdout
-        present = {line.split()[0] for line in listed.splitlines() if line.strip()}
-        for name in self.namespaces:
-            if name in present:
-                pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
-                if pids:
-                    run(["kill", "-9", *pids], check=False)
-                run(["ip", "netns", "del", name], check=False)
+        remove_namespaces(self.namespaces)
 
     def add_peer_site(self, name: str, public: str, inet_side: str, prefix_len: int = 24) -> Site:
         """One more gateway namespace, without a LAN, on its own link (``wan0``) to the
