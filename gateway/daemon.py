@@ -65,6 +65,11 @@ DROP_REPORT_SECONDS = 10.0
 #: a LAC hung up for being idle: time for its StopCCN to go out before IKE deletes the SAs
 LAC_HANGUP_GRACE = 0.5
 ANY = ipaddress.IPv4Network("0.0.0.0/0")
+def lac_trap(connection: str) -> str:
+    """The name of a demand-dial LAC's trap policy (its IPsec tunnel has the connection's)."""
+    return f"{connection}.demand"
+
+
 #: the SPD priority of traps that only catch what the per-peer tunnels leave
 TRAP_BEHIND = 5000
 
@@ -484,7 +489,7 @@ class Gateway:
             return
         dd = conn.demand_dial if name in self.demand else None
         if isinstance(conn.l2tp, L2tpClient) and dd is not None:
-            trap = f"{name}.demand"
+            trap = lac_trap(name)
             remote = list(conn.l2tp.remote_subnets)
             selectors = tuple(SelectorPair(TrafficSelector(ANY), TrafficSelector(net)) for net in remote)
             self.engine.install_policy(Policy(trap, selectors, mode=Mode.TUNNEL, hold=dd.queue))
@@ -616,7 +621,8 @@ class Gateway:
         return self.dialup is not None and self.dialup.serves(connection)
 
     def _trap_name(self, connection: str) -> str:
-        return next((t for t, c in self._trap_of.items() if c == connection), connection)
+        """A demand-dial LAC's trap has a policy of its own; an IKE connection's is its tunnel's."""
+        return lac_trap(connection) if self._carries_l2tp(connection) else connection
 
     def _tunnel_packets(self, connection: str) -> int:
         t = self.ike_tunnels.totals(connection)
@@ -651,10 +657,8 @@ class Gateway:
         seconds = round(now - dialer.since, 3) if dialer.state == "dialing" else None
         dialer.connected(now)
         source = self.dialup.lac_address(name) if self._carries_l2tp(name) and self.dialup else None
-        held = self.engine.release_held(self._trap_name(name), source.packed if source else None)
-        for transmit in held:
-            self.backend.transmit(transmit)
-        event(log, "demand.up", connection=name, seconds=seconds, delivered=len(held))
+        delivered = self._send_held(self._trap_name(name), source.packed if source else None)
+        event(log, "demand.up", connection=name, seconds=seconds, delivered=delivered)
 
     def _demand_down(self, name: str, now: float, reason: str) -> None:
         dialer = self.demand[name]
@@ -1092,10 +1096,13 @@ class Gateway:
             self._ike_flush()
         return True
 
-    def _send_held(self, name: str) -> None:
-        """What a trap held while its SAs were negotiated: sent first, now that they are up."""
-        for result in self.engine.release_held(name):
+    def _send_held(self, name: str, source: bytes | None = None) -> int:
+        """What a trap held while its SAs were negotiated: sent first, now that they are up
+        (``source``: a LAC's IPCP address, see `Dataplane.release_held`); how many went."""
+        held = self.engine.release_held(name, source)
+        for result in held:
             self.backend.transmit(result)
+        return len(held)
 
     def _control_policy(self, req: dict[str, Any]) -> Any:
         if self.policy is None:
