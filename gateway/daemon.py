@@ -170,6 +170,7 @@ class Gateway:
         from gateway.net.userspace import UserspaceBackend
 
         return UserspaceBackend(self.engine, tun_name=dp.tun_name, tun_mtu=dp.tun_mtu,
+                                offload=dp.offload,
                                 public_interface=self.config.gateway.public_interface,
                                 public_address=str(self.config.gateway.public_address),
                                 mark=dp.socket_mark, table=dp.routing_table)

@@ -128,6 +128,7 @@ class Topology:
         for site in (self.hq, self.branch):
             self._link(site.lan_ns, "eth0", site.gw_ns, "lan0")
             self._link(site.gw_ns, "wan0", self.inet_ns, f"to-{site.name}")
+            self._like_a_nic(site.gw_ns, "wan0")
             plen = site.lan_subnet.split("/")[1]
             pub_len = site.public_subnet.split("/")[1]
             self._addr(site.lan_ns, "eth0", f"{site.lan_host}/{plen}")
@@ -153,6 +154,7 @@ class Topology:
         self.namespaces.append(namespace)
         self.ns(namespace, "ip", "link", "set", "lo", "up")
         self._link(namespace, "wan0", self.inet_ns, f"to-{name}")
+        self._like_a_nic(namespace, "wan0")
         self._addr(namespace, "wan0", f"{public}/{prefix_len}")
         self._addr(self.inet_ns, f"to-{name}", f"{inet_side}/{prefix_len}")
         self.ns(namespace, "ip", "route", "add", "default", "via", inet_side)
@@ -243,6 +245,13 @@ class Topology:
              "peer", "name", if_b, "netns", ns_b, "mtu", str(self.mtu)])
         self.ns(ns_a, "ip", "link", "set", if_a, "up")
         self.ns(ns_b, "ip", "link", "set", if_b, "up")
+
+    def _like_a_nic(self, namespace: str, ifname: str) -> None:
+        """Make a gateway's internet link carry what a wire carries: packets no larger than
+        the MTU (a veth would pass the kernel's 64 KiB TCP and UDP GSO packets whole, and a
+        capture on the link would show those), and receive like a NIC, with GRO."""
+        self.ns(namespace, "ethtool", "-K", ifname, "tso", "off", "gso", "off",
+                "tx-udp-segmentation", "off", "gro", "on")
 
     def _addr(self, namespace: str, ifname: str, cidr: str) -> None:
         self.ns(namespace, "ip", "addr", "add", cidr, "dev", ifname)

@@ -178,6 +178,8 @@ class DataplaneSection(Strict):
     backend: Literal["userspace", "kernel"] = "userspace"
     tun_name: Interface = "gw0"
     tun_mtu: int = Field(1400, ge=576, le=9000)
+    #: TCP segmentation/coalescing with the TUN and UDP GSO/GRO on port 4500 (userspace)
+    offload: bool = True
     replay_window: int = Field(1024, ge=0, le=65536)
     socket_mark: int = Field(0x4750, ge=1, le=0xFFFFFFFF)
     routing_table: int = Field(4750, ge=1, le=0xFFFFFFF0)

@@ -13,7 +13,7 @@ ICV covers the header) and ``SEND_UDP`` (a UDP payload for the NAT-T socket).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from socket import inet_aton, inet_ntoa
 from typing import Any, Protocol
@@ -99,6 +99,8 @@ class Dataplane:
         self.events: deque[object] = deque()
         self.keepalives_received = 0
         self._ident = 0
+        #: the ESP policy the last outbound packet took (for the rest of its burst)
+        self._last_protect: Policy | None = None
         self._public = edge.public_address.packed
         #: L2TP (UDP 1701) from ESP transport SAs goes here, never to the TUN (RFC 3193 4)
         self.l2tp_handler: L2tpHandler | None = None
@@ -134,6 +136,7 @@ class Dataplane:
 
     # -- outbound: a packet the kernel routed into the TUN ---------------------------
     def outbound(self, packet: bytes) -> Transmit | None:
+        self._last_protect = None
         try:
             return self._outbound(packet)
         except Dropped as exc:
@@ -145,6 +148,47 @@ class Dataplane:
         except (IndexError, ValueError):
             self.drops.count(DropReason.MALFORMED)
         return None
+
+    def outbound_burst(self, packets: Sequence[bytes]) -> list[Transmit]:
+        """What to send for the segments of one TCP burst (a TSO read, cut): they share
+        addresses, protocol and ports, so the first one's policy serves them all when it
+        protects with ESP; anything else takes the packet-by-packet path."""
+        first = self.outbound(packets[0])
+        out = [] if first is None else [first]
+        policy = self._last_protect
+        if policy is None:
+            for packet in packets[1:]:
+                result = self.outbound(packet)
+                if result is not None:
+                    out.append(result)
+            return out
+        sa = policy.esp_out
+        assert sa is not None
+        tunnel = policy.mode is Mode.TUNNEL
+        if sa.encap is not None:
+            kind, address = SEND_UDP, (sa.remote_str, sa.encap.remote_port)
+        else:
+            kind, address = SEND_ESP, (sa.remote_str, 0)
+        counters = sa.counters
+        encapsulate = esp.encapsulate
+        for packet in packets[1:]:
+            try:
+                if len(packet) > _MAX_INNER:
+                    raise Dropped(DropReason.TOO_BIG)
+                if tunnel:
+                    data = encapsulate(sa, packet, ip.PROTO_IPIP)
+                else:
+                    data = encapsulate(sa, packet[ip.header_length(packet):], packet[9])
+            except Dropped as exc:
+                self.drops.count(exc.reason)
+                if exc.reason is DropReason.SEQ_EXHAUSTED:
+                    self._report_exhausted()
+                continue
+            policy.hits += 1
+            counters.packets += 1
+            counters.bytes += len(packet)
+            out.append((kind, data, address))
+        return out
 
     def _outbound(self, packet: bytes) -> Transmit | None:
         if len(packet) < 20 or packet[0] >> 4 != 4:
@@ -175,6 +219,7 @@ class Dataplane:
             raise Dropped(DropReason.TOO_BIG)
         sa = policy.esp_out
         if sa is not None:
+            self._last_protect = policy
             if policy.mode is Mode.TUNNEL:
                 data = esp.encapsulate(sa, packet, ip.PROTO_IPIP)
             else:

@@ -19,6 +19,8 @@ from gateway.dataplane.sa import SecurityAssociation
 
 #: RFC 4303 2.4 default padding: 1, 2, 3, ... (index = pad length).
 _PADDING = [bytes(range(1, n + 1)) for n in range(256)]
+#: padding, pad length and next header, by next header and pad length (< 16: AES blocks)
+_TRAILERS = [[_PADDING[n] + bytes((n, nh)) for n in range(16)] for nh in range(256)]
 _SEQ = struct.Struct("!I")
 
 
@@ -36,12 +38,15 @@ def encapsulate(sa: SecurityAssociation, payload: bytes, next_header: int) -> by
     sa.seq = seq
     enc = suite.encryption
     pad_len = -(len(payload) + 2) % enc.block_size
-    plaintext = b"".join((payload, _PADDING[pad_len], bytes((pad_len, next_header))))
+    if pad_len < 16:
+        plaintext = payload + _TRAILERS[next_header][pad_len]
+    else:
+        plaintext = b"".join((payload, _PADDING[pad_len], bytes((pad_len, next_header))))
     header = sa.spi_bytes + _SEQ.pack(seq & 0xFFFFFFFF)
     if enc.aead:
         iv = seq.to_bytes(8, "big")  # unique per SA (RFC 4106 3.1)
-        aad = sa.spi_bytes + seq.to_bytes(8, "big") if sa.esn else header
-        return b"".join((header, iv, sa.cipher.encrypt(iv, plaintext, aad)))
+        return b"".join((header, iv, sa.cipher.encrypt(iv, plaintext,
+                                                        sa.spi_bytes + iv if sa.esn else header)))
     iv = (sa.random or os.urandom)(enc.iv_size) if enc.iv_size else b""
     body = b"".join((header, iv, sa.cipher.encrypt(iv, plaintext, b"")))
     assert sa.integrity is not None

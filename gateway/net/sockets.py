@@ -17,6 +17,9 @@ import socket
 from dataclasses import dataclass
 
 SO_MARK = 36
+#: UDP generic receive offload (Linux 5.0): datagrams of one flow arrive joined, their size
+#: in a control message
+UDP_GRO = 104
 BUFFER_BYTES = 8 * 1024 * 1024
 #: UDP 500 carries only IKE: a short receive queue, so that in a flood beyond what we can
 #: process the kernel drops (the initiators retransmit) rather than queue for seconds.  A

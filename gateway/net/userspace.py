@@ -1,8 +1,11 @@
 """The userspace dataplane backend: TUN + raw/UDP sockets driven by asyncio.
 
 This is the I/O shell around `gateway.dataplane.engine.Dataplane`.  Each readiness
-callback drains up to ``BATCH`` packets before returning to the loop, which keeps the
-per-packet cost to one syscall in, one out and the transform.
+callback drains up to ``BATCH`` reads before returning to the loop.  With offloads (the
+default) the system calls are fewer than the packets: a TUN read may be a whole TCP burst
+(cut into segments here, `gateway.net.offload`), ESP-in-UDP to one peer leaves in one
+``sendmsg`` (UDP GSO) and arrives joined (UDP GRO), and the decrypted segments of a flow
+go back into the TUN as one write.
 """
 
 from __future__ import annotations
@@ -13,18 +16,108 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 
-from gateway.dataplane.drops import DropReason
+from gateway.dataplane.drops import DropCounters, DropReason
 from gateway.dataplane.engine import SEND_ESP, SEND_UDP, Dataplane, IkeDatagram
 from gateway.dataplane.sa import Mode
 from gateway.net.links import Links, prepare_tun_sysctls
-from gateway.net.sockets import WireSockets
+from gateway.net.offload import (
+    F_NEEDS_CSUM,
+    GSO_NONE,
+    GSO_TCPV4,
+    PLAIN_HDR,
+    VNET_HDR_LEN,
+    OffloadError,
+    coalesce_tcp4,
+    complete_checksum,
+    parse_vnet_header,
+    segment_tcp4,
+)
+from gateway.net.sockets import UDP_GRO, WireSockets
 from gateway.net.tun import TunDevice
 
 log = logging.getLogger("gateway.dataplane")
 
 BATCH = 256
+#: a TUN frame: a GSO packet of up to 64 KiB behind its virtio header
+TUN_READ = 65536 + 2048
+#: a UDP read: up to 64 KiB of datagrams joined by GRO
+UDP_READ = 65536
+_CMSG_SPACE = socket.CMSG_SPACE(4)
+UDP_SEGMENT = 103
+#: what one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS; an IPv4 packet)
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65535 - 20 - 8
+#: decrypted packets gathered before they are joined and written to the TUN
+WRITE_BATCH = 64
+
+
+class UdpBatch:
+    """ESP-in-UDP datagrams for one peer sent with one ``sendmsg`` (UDP_SEGMENT, Linux
+    4.18): every datagram but the last has the size of the first.  Without GSO (or once
+    the kernel refused it) each is sent on its own."""
+
+    __slots__ = ("address", "closed", "drops", "gso", "parts", "size", "sock", "total")
+
+    def __init__(self, sock: socket.socket, drops: DropCounters, gso: bool) -> None:
+        self.sock = sock
+        self.drops = drops
+        self.gso = gso
+        self.parts: list[bytes] = []
+        self.address: tuple[str, int] = ("", 0)
+        self.size = 0
+        self.total = 0
+        self.closed = False
+
+    def add(self, data: bytes, address: tuple[str, int]) -> None:
+        n = len(data)
+        parts = self.parts
+        if parts:
+            if (n <= self.size and not self.closed and address == self.address
+                    and len(parts) < GSO_MAX_SEGMENTS and self.total + n <= GSO_MAX_BYTES):
+                parts.append(data)
+                self.total += n
+                self.closed = n < self.size  # a short one must be the last
+                return
+            self.flush()
+        if not self.gso:
+            self._send_each([data], address)
+            return
+        self.parts = [data]
+        self.address = address
+        self.size = self.total = n
+        self.closed = False
+
+    def flush(self) -> None:
+        parts = self.parts
+        if not parts:
+            return
+        self.parts = []
+        if len(parts) == 1:
+            self._send_each(parts, self.address)
+            return
+        try:
+            self.sock.sendmsg(parts, [(socket.SOL_UDP, UDP_SEGMENT,
+                                       self.size.to_bytes(2, sys.byteorder))], 0, self.address)
+        except BlockingIOError:
+            for _ in parts:
+                self.drops.count(DropReason.SEND_FAILED)
+        except OSError as exc:
+            # no UDP GSO here (an old kernel, a route through a device without checksum
+            # offload): from now on one datagram per send
+            self.gso = False
+            log.warning("dataplane.udp_gso_off error=%s", exc)
+            self._send_each(parts, self.address)
+
+    def _send_each(self, parts: Sequence[bytes], address: tuple[str, int]) -> None:
+        sendto = self.sock.sendto
+        for data in parts:
+            try:
+                sendto(data, address)
+            except OSError:
+                self.drops.count(DropReason.SEND_FAILED)
 
 
 class UserspaceBackend:
@@ -33,7 +126,7 @@ class UserspaceBackend:
     name = "userspace"
 
     def __init__(self, engine: Dataplane, *, tun_name: str, tun_mtu: int, public_interface: str,
-                 public_address: str, mark: int, table: int) -> None:
+                 public_address: str, mark: int, table: int, offload: bool = True) -> None:
         self.public_interface = public_interface
         self.engine = engine
         self.tun_name = tun_name
@@ -47,6 +140,9 @@ class UserspaceBackend:
         self.tun_index = 0
         self.ike_handler: Callable[[IkeDatagram], None] | None = None
         self.tun_write_errors = 0
+        self.offload = offload
+        self.udp_gro = False
+        self._udp: UdpBatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # pyroute2's synchronous API runs its own event loop: keep it on one thread.
         self._netlink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
@@ -66,13 +162,23 @@ class UserspaceBackend:
         self.links = await self._nl(Links)  # type: ignore[assignment]
         assert self.links is not None
         await self._nl(self.links.check_address, self.public_interface, self.public_address)
-        self.tun = TunDevice(self.tun_name)
+        self.tun = TunDevice(self.tun_name, offload=self.offload)
         self.tun_name = self.tun.name
         changed = prepare_tun_sysctls(self.tun_name)  # before "up": no IPv6 chatter
         self.tun_index = await self._nl(self.links.bring_up, self.tun_name, self.tun_mtu)  # type: ignore[assignment]
         if changed:
             log.info("sysctl.changed %s", " ".join(changed))
         self.sockets = WireSockets.open(self.public_address, self.mark)
+        if self.offload:
+            try:
+                self.sockets.natt.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+                self.udp_gro = True
+            except OSError:
+                pass
+        self._udp = UdpBatch(self.sockets.natt, self.engine.drops, gso=self.offload)
+        log.info("dataplane.offload tun=%s udp_gso=%s udp_gro=%s",
+                 "tso4" if self.tun.vnet else "off", "on" if self.offload else "off",
+                 "on" if self.udp_gro else "off")
         loop.add_reader(self.tun.fd, self._on_tun)
         loop.add_reader(self.sockets.esp.fileno(), self._on_raw, self.sockets.esp)
         loop.add_reader(self.sockets.ah.fileno(), self._on_raw, self.sockets.ah)
@@ -156,7 +262,7 @@ class UserspaceBackend:
         """Hand a packet that came out of a PPP link to the kernel."""
         assert self.tun is not None
         try:
-            os.write(self.tun.fd, packet)
+            os.write(self.tun.fd, PLAIN_HDR + packet if self.tun.vnet else packet)
         except OSError:
             self.tun_write_errors += 1
 
@@ -204,73 +310,129 @@ class UserspaceBackend:
 
     # -- hot path ------------------------------------------------------------------------
     def _on_tun(self) -> None:
-        assert self.tun is not None and self.sockets is not None
+        assert self.tun is not None and self.sockets is not None and self._udp is not None
         fd = self.tun.fd
+        vnet = self.tun.vnet
         read = os.read
         outbound = self.engine.outbound
+        burst = self.engine.outbound_burst
+        udp_add = self._udp.add
         esp_send = self.sockets.esp.sendto
-        udp_send = self.sockets.natt.sendto
         raw_send = self.sockets.hdrincl.sendto
-        for _ in range(BATCH):
-            try:
-                packet = read(fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                log.error("tun.read_failed %s", exc)
-                return
-            result = outbound(packet)
-            if result is None:
-                continue
-            kind, data, address = result
-            try:
-                if kind == SEND_UDP:
-                    udp_send(data, address)
-                elif kind == SEND_ESP:
-                    esp_send(data, address)
+        try:
+            for _ in range(BATCH):
+                try:
+                    frame = read(fd, TUN_READ)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    log.error("tun.read_failed %s", exc)
+                    return
+                if not vnet:
+                    results = (outbound(frame),)
+                elif frame[:2] == b"\0\0":  # no offload: the common small packet
+                    results = (outbound(frame[VNET_HDR_LEN:]),)
                 else:
-                    raw_send(data, address)
-            except OSError:
-                self.engine.drops.count(DropReason.SEND_FAILED)
+                    packets = self._from_tun_frame(frame)
+                    results = burst(packets) if packets else ()  # type: ignore[assignment]
+                for result in results:
+                    if result is None:
+                        continue
+                    kind, data, address = result
+                    if kind == SEND_UDP:
+                        udp_add(data, address)
+                        continue
+                    try:
+                        if kind == SEND_ESP:
+                            esp_send(data, address)
+                        else:
+                            raw_send(data, address)
+                    except OSError:
+                        self.engine.drops.count(DropReason.SEND_FAILED)
+        finally:
+            self._udp.flush()
 
-    def _on_raw(self, sock: socket.socket) -> None:
+    def _from_tun_frame(self, frame: bytes) -> Sequence[bytes]:
+        """The packets of a TUN frame with offload: a TCP burst cut into segments, or one
+        packet with its checksum completed."""
+        try:
+            flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = parse_vnet_header(frame)
+            packet = frame[VNET_HDR_LEN:]
+            if gso_type == GSO_TCPV4:
+                return segment_tcp4(packet, gso_size)
+            if gso_type != GSO_NONE:
+                raise OffloadError(f"GSO type {gso_type} was not offered")
+            if flags & F_NEEDS_CSUM:
+                packet = complete_checksum(packet, csum_start, csum_offset)
+            return (packet,)
+        except OffloadError:
+            self.engine.drops.count(DropReason.MALFORMED)
+            return ()
+
+    def _write_tun(self, packets: list[bytes]) -> None:
+        """Decrypted packets into the TUN: with offload, each run of one TCP flow's
+        segments as one write."""
         assert self.tun is not None
         fd = self.tun.fd
         write = os.write
+        for frame in coalesce_tcp4(packets) if self.tun.vnet else packets:
+            try:
+                write(fd, frame)
+            except OSError:
+                self.tun_write_errors += 1
+
+    def _on_raw(self, sock: socket.socket) -> None:
         recv = sock.recv
         inbound = self.engine.inbound_ip
-        for _ in range(BATCH):
-            try:
-                packet = recv(65536)
-            except BlockingIOError:
-                return
-            inner = inbound(packet)
-            if inner is not None:
+        out: list[bytes] = []
+        try:
+            for _ in range(BATCH):
                 try:
-                    write(fd, inner)
-                except OSError:
-                    self.tun_write_errors += 1
+                    packet = recv(65536)
+                except BlockingIOError:
+                    return
+                inner = inbound(packet)
+                if inner is not None:
+                    out.append(inner)
+                    if len(out) >= WRITE_BATCH:
+                        self._write_tun(out)
+                        out = []
+        finally:
+            if out:
+                self._write_tun(out)
 
     def _on_natt(self) -> None:
-        assert self.tun is not None and self.sockets is not None
-        fd = self.tun.fd
-        write = os.write
-        recvfrom = self.sockets.natt.recvfrom
+        assert self.sockets is not None
+        recvmsg = self.sockets.natt.recvmsg
         inbound = self.engine.inbound_udp
-        for _ in range(BATCH):
-            try:
-                data, address = recvfrom(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                continue  # e.g. ICMP port unreachable reported on the socket
-            inner = inbound(data, address)
-            if inner is None:
-                continue
-            if type(inner) is bytes:
+        out: list[bytes] = []
+        try:
+            for _ in range(BATCH):
                 try:
-                    write(fd, inner)
+                    data, ancillary, _flags, address = recvmsg(UDP_READ, _CMSG_SPACE)
+                except BlockingIOError:
+                    return
                 except OSError:
-                    self.tun_write_errors += 1
-            elif self.ike_handler is not None:
-                self.ike_handler(inner)  # type: ignore[arg-type]
+                    continue  # e.g. ICMP port unreachable reported on the socket
+                size = 0
+                for level, kind, value in ancillary:
+                    if level == socket.SOL_UDP and kind == UDP_GRO:
+                        size = int.from_bytes(value[:4], sys.byteorder)
+                if size and len(data) > size:
+                    datagrams: Sequence[bytes] = [data[i:i + size] for i in range(0, len(data), size)]
+                else:
+                    datagrams = (data,)
+                for datagram in datagrams:
+                    inner = inbound(datagram, address)
+                    if inner is None:
+                        continue
+                    if type(inner) is bytes:
+                        out.append(inner)
+                    elif self.ike_handler is not None:
+                        self.ike_handler(inner)  # type: ignore[arg-type]
+                if len(out) >= WRITE_BATCH:
+                    self._write_tun(out)
+                    out = []
+        finally:
+            if out:
+                self._write_tun(out)

@@ -142,6 +142,33 @@ def test_esp_tunnel_udp_encapsulated(remote_port: int) -> None:
     assert not gw.b.drops
 
 
+@pytest.mark.parametrize(("mode", "encap"), [(Mode.TUNNEL, UdpEncap()), (Mode.TRANSPORT, None)])
+def test_outbound_burst_matches_packet_by_packet(mode: Mode, encap: UdpEncap | None) -> None:
+    """The segments of one TSO read share the first one's policy: the same ESP, sequence
+    numbers in order, the same counters as sending them one by one."""
+    src, dst = (HOST_A, HOST_B) if mode is Mode.TUNNEL else (str(A_PUB), str(B_PUB))
+    segments = [tcp_packet(src, dst, 50000, 443, data=bytes([i]) * 1000, flags=0x10) for i in range(5)]
+    burst, single = gateways(mode=mode, encap=encap), gateways(mode=mode, encap=encap)
+    results = burst.a.outbound_burst(segments)
+    one_by_one = [single.a.outbound(s) for s in segments]
+    assert results == one_by_one
+    received = [wire(r, A_PUB, burst.b) for r in results]
+    assert received == [wire(r, A_PUB, single.b) for r in one_by_one]
+    if mode is Mode.TUNNEL:
+        assert received == segments
+    assert burst.ab_out.counters == single.ab_out.counters
+    assert burst.policy_a.hits == single.policy_a.hits == 5
+    assert not burst.a.drops and not burst.b.drops
+
+
+def test_outbound_burst_without_an_sa_takes_the_slow_path() -> None:
+    gw = gateways()
+    gw.policy_a.esp_out = None
+    segments = [tcp_packet(HOST_A, HOST_B, 50000, 443, data=b"x" * 100, flags=0x10)] * 3
+    assert gw.a.outbound_burst(segments) == []
+    assert gw.a.drops == {DropReason.NO_SA.value: 3}
+
+
 def test_esp_transport() -> None:
     gw = gateways(mode=Mode.TRANSPORT)
     l2tp = udp_packet(A_PUB, B_PUB, 1701, 1701, b"\xc8\x02" + bytes(30))  # L2TP over IPsec
