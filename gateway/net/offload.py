@@ -22,9 +22,16 @@ number's value modulo 0xFFFF, because 2^16 = 1 (mod 0xFFFF).
 
 from __future__ import annotations
 
+import os
 import struct
 
-import numpy
+# numpy's BLAS starts worker threads when it is imported.  Nothing here uses BLAS, and a
+# thread the daemon does not know would keep the capabilities it drops after start
+# (gateway.net.privileges refuses that): one thread, none started.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import numpy  # noqa: E402
 
 VNET_HDR_LEN = 10
 F_NEEDS_CSUM = 1
