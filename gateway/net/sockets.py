@@ -20,7 +20,13 @@ SO_MARK = 36
 #: UDP generic receive offload (Linux 5.0): datagrams of one flow arrive joined, their size
 #: in a control message
 UDP_GRO = 104
-BUFFER_BYTES = 8 * 1024 * 1024
+#: What may wait to be sent (a UDP GSO send is up to 64 KiB at once).
+SEND_BYTES = 8 * 1024 * 1024
+#: What may wait for the dataplane on the ESP and NAT-T sockets: enough for a stall of
+#: some 10 ms at 1 Gbit/s, not more.  A deeper queue only adds delay under load (with
+#: 8 MiB a ping through a saturated tunnel waited 17 ms in it; with 1 MiB, 8 ms:
+#: bench/latency) and TCP learns nothing from it until it overflows.
+RECEIVE_BYTES = 1024 * 1024
 #: UDP 500 carries only IKE: a short receive queue, so that in a flood beyond what we can
 #: process the kernel drops (the initiators retransmit) rather than queue for seconds.  A
 #: Main Mode's message 3 must be read before the unproven SA it answers gives way to newer
@@ -28,10 +34,10 @@ BUFFER_BYTES = 8 * 1024 * 1024
 IKE_RECEIVE_BYTES = 256 * 1024
 
 
-def _tune(sock: socket.socket, mark: int, receive: int = BUFFER_BYTES) -> socket.socket:
+def _tune(sock: socket.socket, mark: int, receive: int = RECEIVE_BYTES) -> socket.socket:
     sock.setblocking(False)
     sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-    for opt, size in ((socket.SO_RCVBUF, receive), (socket.SO_SNDBUF, BUFFER_BYTES)):
+    for opt, size in ((socket.SO_RCVBUF, receive), (socket.SO_SNDBUF, SEND_BYTES)):
         sock.setsockopt(socket.SOL_SOCKET, opt, size)
         try:  # beyond net.core.*mem_max, as root
             sock.setsockopt(socket.SOL_SOCKET, opt + 32, size)  # SO_*BUFFORCE
