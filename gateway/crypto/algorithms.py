@@ -79,20 +79,41 @@ class _Gcm(BoundCipher):
 
 
 class _Cbc(BoundCipher):
-    """A block cipher in CBC mode (RFC 3602 for AES, RFC 2451 for 3DES)."""
+    """A block cipher in CBC mode (RFC 3602 for AES, RFC 2451 for 3DES).
 
-    __slots__ = ("_algorithm",)
+    Setting up a cipher context costs several times a packet's encryption, so one
+    encrypting and one decrypting context live as long as the SA and carry on from packet
+    to packet.  The ciphertext is still exactly CBC under the packet's own IV: the first
+    block goes in as P1 ^ IV ^ X, where X is the context's chaining value (the previous
+    packet's last ciphertext block), so it comes out as E(P1 ^ IV); decryption feeds IV
+    ahead of the ciphertext and drops that first block's output.
+    """
+
+    __slots__ = ("_algorithm", "_block", "_chain", "_decryptor", "_encryptor")
 
     def __init__(self, algorithm: algorithms.AES | TripleDES) -> None:
         self._algorithm = algorithm
+        self._block = algorithm.block_size // 8
+        zero = bytes(self._block)
+        self._encryptor = Cipher(algorithm, modes.CBC(zero)).encryptor()
+        self._decryptor = Cipher(algorithm, modes.CBC(zero)).decryptor()
+        self._chain = 0  # the encrypting context's last ciphertext block, as an integer
 
     def encrypt(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
-        enc = Cipher(self._algorithm, modes.CBC(iv)).encryptor()
-        return enc.update(plaintext) + enc.finalize()
+        n = self._block
+        if len(iv) != n or len(plaintext) % n or not plaintext:
+            raise ValueError("CBC needs one IV block and whole plaintext blocks")
+        first = (int.from_bytes(plaintext[:n], "big") ^ int.from_bytes(iv, "big")
+                 ^ self._chain).to_bytes(n, "big")
+        out = self._encryptor.update(first + plaintext[n:])
+        self._chain = int.from_bytes(out[-n:], "big")
+        return out
 
     def decrypt(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        dec = Cipher(self._algorithm, modes.CBC(iv)).decryptor()
-        return dec.update(ciphertext) + dec.finalize()
+        n = self._block
+        if len(iv) != n or len(ciphertext) % n:
+            raise ValueError("CBC needs one IV block and whole ciphertext blocks")
+        return self._decryptor.update(iv + ciphertext)[n:]
 
 
 class _Null(BoundCipher):

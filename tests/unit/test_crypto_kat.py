@@ -9,9 +9,12 @@ RFC 4106 AAD with and without ESN) is checked against an independent implementat
 from __future__ import annotations
 
 import ipaddress
+import os
 
 import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from gateway.crypto.algorithms import (
     ENCRYPTION,
@@ -505,3 +508,25 @@ def test_bind_checks_key_length() -> None:
     with pytest.raises(ValueError):
         INTEGRITY["sha256"].bind(bytes(20))
     assert "key=***" in repr(ENCRYPTION["aes128"].bind(bytes(16)))
+
+
+@pytest.mark.parametrize("name", ["aes128", "aes256", "3des"])
+def test_cbc_context_kept_across_packets_is_plain_cbc_per_packet(name: str) -> None:
+    """The bound CBC cipher keeps one context per direction for the SA's life: each
+    packet must still be exactly CBC under its own IV, whatever came before (including
+    input it refused)."""
+    algorithm = ENCRYPTION[name]
+    key = os.urandom(algorithm.keymat_size)
+    bound = algorithm.bind(key)
+    block = algorithm.block_size
+    primitive = TripleDES(key) if name == "3des" else algorithms.AES(key)
+    for i in range(12):
+        iv, plaintext = os.urandom(block), os.urandom(block * (1 + i % 5))
+        reference = Cipher(primitive, modes.CBC(iv)).encryptor()
+        expected = reference.update(plaintext) + reference.finalize()
+        assert bound.encrypt(iv, plaintext, b"") == expected
+        assert bound.decrypt(iv, expected, b"") == plaintext
+        with pytest.raises(ValueError):
+            bound.encrypt(iv, plaintext + b"x", b"")
+        with pytest.raises(ValueError):
+            bound.decrypt(iv, expected[:-1], b"")
