@@ -1187,6 +1187,7 @@ class Gateway:
             "uptime": round(time.time() - self.started, 1),
             "backend": backend.name if backend else None,
             "tun": backend.tun_name if backend else None,
+            "io": backend.io_status() if backend is not None and hasattr(backend, "io_status") else {},
             "public_address": str(self.config.gateway.public_address),
             "connections": connections, "drops": snap["drops"],
             "edge": {"nftables": self.edge_applied, "counters": snap.get("edge_counters", {})},

@@ -128,7 +128,7 @@ class Topology:
         for site in (self.hq, self.branch):
             self._link(site.lan_ns, "eth0", site.gw_ns, "lan0")
             self._link(site.gw_ns, "wan0", self.inet_ns, f"to-{site.name}")
-            self._like_a_nic(site.gw_ns, "wan0")
+            self._like_a_nic(site.gw_ns, "wan0", f"to-{site.name}")
             plen = site.lan_subnet.split("/")[1]
             pub_len = site.public_subnet.split("/")[1]
             self._addr(site.lan_ns, "eth0", f"{site.lan_host}/{plen}")
@@ -154,7 +154,7 @@ class Topology:
         self.namespaces.append(namespace)
         self.ns(namespace, "ip", "link", "set", "lo", "up")
         self._link(namespace, "wan0", self.inet_ns, f"to-{name}")
-        self._like_a_nic(namespace, "wan0")
+        self._like_a_nic(namespace, "wan0", f"to-{name}")
         self._addr(namespace, "wan0", f"{public}/{prefix_len}")
         self._addr(self.inet_ns, f"to-{name}", f"{inet_side}/{prefix_len}")
         self.ns(namespace, "ip", "route", "add", "default", "via", inet_side)
@@ -246,12 +246,15 @@ class Topology:
         self.ns(ns_a, "ip", "link", "set", if_a, "up")
         self.ns(ns_b, "ip", "link", "set", if_b, "up")
 
-    def _like_a_nic(self, namespace: str, ifname: str) -> None:
+    def _like_a_nic(self, namespace: str, ifname: str, peer: str) -> None:
         """Make a gateway's internet link carry what a wire carries: packets no larger than
-        the MTU (a veth would pass the kernel's 64 KiB TCP and UDP GSO packets whole, and a
-        capture on the link would show those), and receive like a NIC, with GRO."""
-        self.ns(namespace, "ethtool", "-K", ifname, "tso", "off", "gso", "off",
-                "tx-udp-segmentation", "off", "gro", "on")
+        the MTU from both ends (a veth would pass the kernel's 64 KiB TCP and UDP GSO
+        packets whole, and a capture on the link would show those), and the gateway's end
+        receive like a NIC, with GRO (a veth does GRO only for what its peer sends
+        without TSO)."""
+        wire = ("tso", "off", "gso", "off", "tx-udp-segmentation", "off")
+        self.ns(namespace, "ethtool", "-K", ifname, *wire, "gro", "on")
+        self.ns(self.inet_ns, "ethtool", "-K", peer, *wire)
 
     def _addr(self, namespace: str, ifname: str, cidr: str) -> None:
         self.ns(namespace, "ip", "addr", "add", cidr, "dev", ifname)

@@ -59,7 +59,8 @@ class UdpBatch:
     4.18): every datagram but the last has the size of the first.  Without GSO (or once
     the kernel refused it) each is sent on its own."""
 
-    __slots__ = ("address", "closed", "drops", "gso", "parts", "size", "sock", "total")
+    __slots__ = ("address", "closed", "datagrams", "drops", "gso", "parts", "sends", "size", "sock",
+                 "total")
 
     def __init__(self, sock: socket.socket, drops: DropCounters, gso: bool) -> None:
         self.sock = sock
@@ -70,6 +71,8 @@ class UdpBatch:
         self.size = 0
         self.total = 0
         self.closed = False
+        self.sends = 0  # sendmsg calls that carried more than one datagram (GSO)
+        self.datagrams = 0  # datagrams they carried
 
     def add(self, data: bytes, address: tuple[str, int]) -> None:
         n = len(data)
@@ -101,6 +104,8 @@ class UdpBatch:
         try:
             self.sock.sendmsg(parts, [(socket.SOL_UDP, UDP_SEGMENT,
                                        self.size.to_bytes(2, sys.byteorder))], 0, self.address)
+            self.sends += 1
+            self.datagrams += len(parts)
         except BlockingIOError:
             for _ in parts:
                 self.drops.count(DropReason.SEND_FAILED)
@@ -140,6 +145,11 @@ class UserspaceBackend:
         self.tun_index = 0
         self.ike_handler: Callable[[IkeDatagram], None] | None = None
         self.tun_write_errors = 0
+        #: how much the offloads saved: TCP bursts read and the segments cut from them,
+        #: joined TUN writes and the segments in them, GRO reads and their datagrams
+        self.offload_counters = {"tun_bursts": 0, "tun_burst_segments": 0, "tun_joined_writes": 0,
+                                 "tun_joined_segments": 0, "udp_gro_reads": 0,
+                                 "udp_gro_datagrams": 0}
         self.offload = offload
         self.udp_gro = False
         self._udp: UdpBatch | None = None
@@ -242,6 +252,20 @@ class UserspaceBackend:
         for net in remote:
             await self._nl(links.route_into, self.tun_index, net, table=self.table,
                            source=source or self.public_address)
+
+    def io_status(self) -> dict[str, object]:
+        """What `gateway status` shows of the backend's I/O: the offloads in use and how
+        many system calls they saved."""
+        tun = self.tun
+        udp = self._udp
+        return {
+            "offload": {"tun": "tso4" if tun is not None and tun.vnet else "off",
+                        "udp_gso": bool(udp and udp.gso), "udp_gro": self.udp_gro},
+            **self.offload_counters,
+            "udp_gso_sends": udp.sends if udp else 0,
+            "udp_gso_datagrams": udp.datagrams if udp else 0,
+            "tun_write_errors": self.tun_write_errors,
+        }
 
     # -- PPP links (L2TP/IPsec) ------------------------------------------------------------
     def transmit(self, result: tuple[int, bytes, tuple[str, int]]) -> None:
@@ -359,7 +383,10 @@ class UserspaceBackend:
             flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = parse_vnet_header(frame)
             packet = frame[VNET_HDR_LEN:]
             if gso_type == GSO_TCPV4:
-                return segment_tcp4(packet, gso_size)
+                segments = segment_tcp4(packet, gso_size)
+                self.offload_counters["tun_bursts"] += 1
+                self.offload_counters["tun_burst_segments"] += len(segments)
+                return segments
             if gso_type != GSO_NONE:
                 raise OffloadError(f"GSO type {gso_type} was not offered")
             if flags & F_NEEDS_CSUM:
@@ -375,7 +402,12 @@ class UserspaceBackend:
         assert self.tun is not None
         fd = self.tun.fd
         write = os.write
-        for frame in coalesce_tcp4(packets) if self.tun.vnet else packets:
+        frames = coalesce_tcp4(packets) if self.tun.vnet else packets
+        if len(frames) < len(packets):  # some were joined: frames with a GSO type
+            writes = sum(1 for frame in frames if frame[1])
+            self.offload_counters["tun_joined_writes"] += writes
+            self.offload_counters["tun_joined_segments"] += len(packets) - len(frames) + writes
+        for frame in frames:
             try:
                 write(fd, frame)
             except OSError:
@@ -420,6 +452,8 @@ class UserspaceBackend:
                         size = int.from_bytes(value[:4], sys.byteorder)
                 if size and len(data) > size:
                     datagrams: Sequence[bytes] = [data[i:i + size] for i in range(0, len(data), size)]
+                    self.offload_counters["udp_gro_reads"] += 1
+                    self.offload_counters["udp_gro_datagrams"] += len(datagrams)
                 else:
                     datagrams = (data,)
                 for datagram in datagrams:
