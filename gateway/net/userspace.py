@@ -45,7 +45,10 @@ BATCH = 256
 TUN_READ = 65536 + 2048
 #: a UDP read: up to 64 KiB of datagrams joined by GRO
 UDP_READ = 65536
-_CMSG_SPACE = socket.CMSG_SPACE(4)
+#: room for the UDP_GRO control message (an int) and whatever else the kernel adds: with
+#: only CMSG_SPACE(4) the kernel truncated it (MSG_CTRUNC) and joined datagrams were
+#: taken for one
+_CMSG_SPACE = 256
 UDP_SEGMENT = 103
 #: what one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS; an IPv4 packet)
 GSO_MAX_SEGMENTS = 64
@@ -441,11 +444,14 @@ class UserspaceBackend:
         try:
             for _ in range(BATCH):
                 try:
-                    data, ancillary, _flags, address = recvmsg(UDP_READ, _CMSG_SPACE)
+                    data, ancillary, flags, address = recvmsg(UDP_READ, _CMSG_SPACE)
                 except BlockingIOError:
                     return
                 except OSError:
                     continue  # e.g. ICMP port unreachable reported on the socket
+                if flags & socket.MSG_CTRUNC:  # the size of joined datagrams is lost
+                    self.engine.drops.count(DropReason.MALFORMED)
+                    continue
                 size = 0
                 for level, kind, value in ancillary:
                     if level == socket.SOL_UDP and kind == UDP_GRO:
