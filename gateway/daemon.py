@@ -325,7 +325,11 @@ class Gateway:
                   local_ts=",".join(map(str, ev.local_ts)), remote_ts=",".join(map(str, ev.remote_ts)),
                   rekey_of=f"0x{ev.rekey_of:08x}" if ev.rekey_of else None)
             if new_routes and not (self.dialup is not None and self.dialup.serves(ev.connection)):
-                self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, tunnel.remote_nets))
+                # none for nets inside the connection's trap routes (a %any connection's
+                # peers inside its remote subnets): those are in place since start
+                routes = self.ike_tunnels.own_routes(tunnel)
+                if routes:
+                    self._spawn(self.backend.route(Mode(ev.mode), tunnel.local_nets, routes))
             if self.dialup is not None:
                 self.dialup.ipsec_up(ev.tunnel or ev.connection, ev.connection, time.monotonic())
                 self._dialup_flush()
@@ -506,6 +510,7 @@ class Gateway:
             tunnel = self.ike_tunnels.install_trap(name, selectors, Mode.TUNNEL, priority=behind,
                                                    hold=dd.queue if dd is not None else 0)
             remote = tunnel.remote_nets
+            tunnel.routes = tuple(remote)  # (before the await: a peer's CHILD_SA may come meanwhile)
             await self.backend.route(Mode.TUNNEL, tunnel.local_nets, remote)
         else:
             return
@@ -672,8 +677,8 @@ class Gateway:
 
     async def _restore_routes(self) -> None:
         for tunnel in list(self.ike_tunnels.tunnels.values()):
-            if tunnel.policy.mode is Mode.TUNNEL and tunnel.remote_nets:
-                await self.backend.route(Mode.TUNNEL, tunnel.local_nets, tunnel.remote_nets)
+            if tunnel.policy.mode is Mode.TUNNEL and (nets := self.ike_tunnels.routes_of(tunnel)):
+                await self.backend.route(Mode.TUNNEL, tunnel.local_nets, nets)
         for manual in list(self.tunnels.values()):
             if manual.policy.mode is Mode.TUNNEL:
                 await self.backend.route(Mode.TUNNEL, manual.local_subnets, manual.remote_subnets)
@@ -1000,10 +1005,12 @@ class Gateway:
                 continue
             reason = "removed from the config" if name in plan.removed else "changed in the config"
             ike.remove(name, now, reason)
-            for t in self.ike_tunnels.of_connection(name):
+            tunnels = self.ike_tunnels.of_connection(name)
+            if old.connections[name].l2tp is None:  # L2TP connections have no routes of their own
+                # what was routed for them: the trap's routes, and the peers' outside those
+                routes.extend((t.policy.mode, self.ike_tunnels.routes_of(t)) for t in tunnels)
+            for t in tunnels:
                 self.ike_tunnels.remove(t.name)
-                if old.connections[name].l2tp is None:  # L2TP connections have no routes of their own
-                    routes.append((t.policy.mode, t.remote_nets))
         if plan.ike_settings:
             for ep in (ike.v1, ike.v2):
                 ep.timing = replace(ep.timing, retransmit_timeout=cfg.ike.retransmit_timeout,
