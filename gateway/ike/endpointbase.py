@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.ike.events import Datagram, Note, PeerDead
+from gateway.ike.identity import ANY, Identity
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.trafficselectors import TsRange
 
@@ -44,6 +45,10 @@ class EndpointBase:
         #: an SA closed since the last `_collect` (which scans every SA only then)
         self._closed_since_collect = False
         self._child_index: dict[int, Any] = {}  # inbound IPsec SPI -> IKE SA (see ike_sa_of_child)
+        #: SAs by their peer's identity (`Identity.match_key`), from when it is known
+        #: (`peer_identified`) until they close: where INITIAL_CONTACT and IKEv1's Phase 1
+        #: rekeys look for the same peer's other SAs, instead of in every SA per handshake
+        self._by_peer: dict[tuple[object, ...], dict[Any, None]] = {}
 
     # -- what the cores implement ------------------------------------------------------------
     def _start(self, name: str, now: float) -> Any:
@@ -131,6 +136,35 @@ class EndpointBase:
     def sa_closed(self, sa: Any) -> None:
         """An SA of ours closed: the next `_collect` has something to forget."""
         self._closed_since_collect = True
+        if sa.peer_id is not None:
+            self._unindex_peer(sa, sa.peer_id)
+
+    def peer_identified(self, sa: Any, old: Identity | None) -> None:
+        """An SA's ``peer_id`` was set (it was ``old``): index it under the new identity."""
+        if old is not None:
+            self._unindex_peer(sa, old)
+        if sa.peer_id is not None and not sa.closed:
+            self._by_peer.setdefault(sa.peer_id.match_key, {})[sa] = None
+
+    def _unindex_peer(self, sa: Any, identity: Identity) -> None:
+        bucket = self._by_peer.get(identity.match_key)
+        if bucket is not None:
+            bucket.pop(sa, None)
+            if not bucket:
+                del self._by_peer[identity.match_key]
+
+    def _same_peer(self, identity: Identity, exclude: Any) -> list[Any]:
+        """The open SAs (but ``exclude``) whose peer identity may match ``identity`` either
+        way, in the order of ``_sas`` (their creation order): a superset of those for which
+        ``identity.matches(peer_id)`` or ``peer_id.matches(identity)``; callers check each
+        as they did when they scanned every SA."""
+        if identity.is_any:  # matches every identity (never one from the wire)
+            return [sa for sa in self._sas.values() if sa is not exclude]
+        found = [sa for key in (identity.match_key, ANY.match_key) for sa in self._by_peer.get(key, ())
+                 if sa is not exclude]
+        if len(found) > 1:
+            found.sort(key=lambda sa: sa.seq)
+        return found
 
     # -- the shell's interface ------------------------------------------------------------------
     def datagrams_to_send(self) -> list[Datagram]:

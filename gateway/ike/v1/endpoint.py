@@ -76,10 +76,12 @@ class IkeV1Endpoint(EndpointBase):
     def initial_contact(self, sa: IsakmpSa) -> None:
         """RFC 2407 4.6.3.3: the peer lost its state; drop what we hold for the same peer
         (same connection, identity and address), IPsec SAs included."""
-        for other in list(self._sas.values()):
-            if other is not sa and other.config is sa.config and other.remote[0] == sa.remote[0] \
-                    and other.peer_id is not None and sa.peer_id is not None \
-                    and other.peer_id.matches(sa.peer_id) and other.state is not State.CLOSED:
+        if sa.peer_id is None:
+            return self._collect()
+        for other in self._same_peer(sa.peer_id, sa):  # (the index by identity, not a scan)
+            if other.config is sa.config and other.remote[0] == sa.remote[0] \
+                    and other.peer_id is not None and other.peer_id.matches(sa.peer_id) \
+                    and other.state is not State.CLOSED:
                 other.close("replaced: peer sent INITIAL-CONTACT", 0.0)
         self._collect()
 
@@ -89,9 +91,10 @@ class IkeV1Endpoint(EndpointBase):
             return
         # The peer rekeyed Phase 1 with a new Main Mode: the IPsec SAs it made under the
         # old ISAKMP SA now belong to the new one (what strongSwan does, adopt_children).
-        for other in list(self._sas.values()):
-            if other is not sa and other.children and other.state is State.ESTABLISHED \
-                    and sa.successor_of(other):
+        if sa.peer_id is None:
+            return
+        for other in self._same_peer(sa.peer_id, sa):
+            if other.children and other.state is State.ESTABLISHED and sa.successor_of(other):
                 sa.children += other.children
                 self._note("ikev1.rekeyed", connection=sa.name, old=other.ident, new=sa.ident,
                            children=len(other.children))
@@ -102,7 +105,9 @@ class IkeV1Endpoint(EndpointBase):
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None:
         """The newest other established ISAKMP SA with the same peer (connection, address and port,
         identity): where IPsec SAs go when the peer deletes the SA that made them."""
-        found = [o for o in self._sas.values() if o is not sa and o.state is State.ESTABLISHED
+        if sa.peer_id is None:
+            return None
+        found = [o for o in self._same_peer(sa.peer_id, sa) if o.state is State.ESTABLISHED
                  and o.successor_of(sa) and (o.established_at or 0) >= (sa.established_at or 0)]
         return max(found, key=lambda o: o.established_at or 0) if found else None
 

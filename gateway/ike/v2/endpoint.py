@@ -134,11 +134,13 @@ class IkeV2Endpoint(EndpointBase):
         self._sas[ike_sa.our_spi] = ike_sa
 
     def initial_contact(self, ike_sa: IkeSa) -> None:
-        """2.4: the peer has no other IKE SA with us; forget any we still hold for it."""
-        for other in list(self._sas.values()):
-            if other is not ike_sa and other.config is ike_sa.config and other.peer_id is not None \
-                    and ike_sa.peer_id is not None and other.peer_id.matches(ike_sa.peer_id) \
-                    and other.state is not State.CLOSED:
+        """2.4: the peer has no other IKE SA with us; forget any we still hold for it (the
+        same connection and authenticated identity; from the index by identity, not a scan)."""
+        if ike_sa.peer_id is None:
+            return self._collect()
+        for other in self._same_peer(ike_sa.peer_id, ike_sa):
+            if other.config is ike_sa.config and other.peer_id is not None \
+                    and other.peer_id.matches(ike_sa.peer_id) and other.state is not State.CLOSED:
                 other.close("replaced: peer sent INITIAL_CONTACT", 0.0)
         self._collect()
 
