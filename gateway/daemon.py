@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -101,9 +102,11 @@ class Gateway:
     #: the IPsec policy in force (`gateway.policy.runtime`), installed at start
     policy: PolicyRuntime | None = None
 
-    def __init__(self, loaded: LoadedConfig, *, least_privilege: bool = False) -> None:
+    def __init__(self, loaded: LoadedConfig, *, least_privilege: bool = False, tune_gc: bool = False) -> None:
         #: drop capabilities once started (`_drop_privileges`); `run` does, tests need not
         self.least_privilege = least_privilege
+        #: freeze what start made and collect less often (`tune_gc`); `run` does, tests need not
+        self.tune_gc = tune_gc
         self.loaded = loaded
         cfg = loaded.config
         self.config = cfg
@@ -833,6 +836,8 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)  # systemd's ExecReload
         try:
             await self.start()
+            if self.tune_gc:
+                tune_gc()
             self._reloadable = True
             while not self._stop.is_set():
                 try:
@@ -1243,6 +1248,24 @@ class Gateway:
         return {"sas": self.engine.snapshot()["sas"], "ike_sas": ike}
 
 
+#: the cyclic garbage collector's thresholds once the gateway runs (`tune_gc`)
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """The cyclic garbage collector for a long-running gateway, once it has started.
+
+    ``gc.freeze()``: what the imports, the config and the start made stays for good, so no
+    collection looks at it again.  A collection every 10,000 new container objects instead
+    of 700: an IKE handshake makes a few thousand (SAs, messages, keys, events), nearly all
+    freed by their reference counts or kept as long as their SA; with the defaults the
+    collections took ~10% of the responder's CPU in bench/handshakes (in-process
+    measurement: 0.27 s of collections for 2000 handshakes, 0.05-0.1 s with these).  The
+    few reference cycles (a closed SA and its callbacks) wait a little longer to go."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(loaded: LoadedConfig) -> None:
-    gateway = Gateway(loaded, least_privilege=True)
+    gateway = Gateway(loaded, least_privilege=True, tune_gc=True)
     asyncio.run(gateway.run())

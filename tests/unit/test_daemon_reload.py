@@ -285,3 +285,29 @@ def test_a_peer_inside_the_trapped_remote_subnets_gets_no_route_of_its_own(tmp_p
         await lab.gw.shutdown()
 
     run(scenario)
+
+
+def test_gateway_run_tunes_the_garbage_collector_once_started(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gateway run` (tune_gc) freezes what start made and collects less often; a Gateway
+    made in a test leaves the test process's collector alone."""
+    import gc
+
+    from gateway import daemon
+
+    calls: list[object] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(t))
+
+    async def start_and_stop(gw: Gateway) -> None:
+        task = asyncio.get_running_loop().create_task(gw.run())
+        while not gw._reloadable:
+            await asyncio.sleep(0.01)
+        gw._stop.set()
+        await task
+
+    for tune in (False, True):
+        lab = Lab(tmp_path)
+        lab.gw.tune_gc = tune
+        asyncio.run(asyncio.wait_for(start_and_stop(lab.gw), 20))
+        assert calls == (["freeze", daemon.GC_THRESHOLDS] if tune else [])
