@@ -101,6 +101,7 @@ class IkeV1Endpoint(EndpointBase):
                 other.children = []
                 other.replaced = True
                 other.retire_at = now + RETIRE_DELAY  # then delete it, as strongSwan does
+                self.touch(other)
 
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None:
         """The newest other established ISAKMP SA with the same peer (connection, address and port,
@@ -119,6 +120,7 @@ class IkeV1Endpoint(EndpointBase):
         Quick Mode makes stays behind and dies with the old SA. A connection open to any
         peer rekeys toward the address and port the peer's SA uses (its NAT mapping).
         """
+        self.touch(sa)
         if sa.quick:
             sa.rekey_at = now + PHASE1_REKEY_RETRY
             self._note("ikev1.rekey_deferred", "debug", connection=sa.name, ike_sa=sa.ident,
@@ -145,6 +147,7 @@ class IkeV1Endpoint(EndpointBase):
         self._sas[sa.icookie] = sa
         self._note("ike.initiate", connection=name, peer=sa.remote_str, version=1)
         sa.start(now)
+        self.touch(sa)
         return sa
 
     def _new_cookie(self) -> bytes:
@@ -170,6 +173,7 @@ class IkeV1Endpoint(EndpointBase):
                     for child in list(sa.children):
                         if child.state == "installed":
                             sa.start_quick_mode(child.config, now, rekey=child)
+                self._touch_peer(sa)
                 count += 1
         return count
 
@@ -191,6 +195,7 @@ class IkeV1Endpoint(EndpointBase):
             sa = self._initiator_sa_for_notify(data, header)
             if sa is not None:
                 sa.receive(data, header, now)
+                self._touch_peer(sa)
                 self._collect()
                 return
         if header.rcookie == bytes(8):
@@ -199,6 +204,7 @@ class IkeV1Endpoint(EndpointBase):
             existing = self._by_icookie.get((header.icookie, remote[0], remote[1]))
             if existing is not None and existing.state is not State.CLOSED:
                 existing.receive(data, header, now)
+                self.touch(existing)
                 return
             return self._on_mm1(data, header, local_port, remote, now)
         sa = self._sas.get(header.rcookie) or self._sas.get(header.icookie)
@@ -219,6 +225,7 @@ class IkeV1Endpoint(EndpointBase):
             if moved:
                 self.emit(PeerMoved(sa.name, sa.ident, remote, tuple(c.spi_in for c in sa.children)))
         sa.receive(data, header, now)
+        self._touch_peer(sa)
         self._collect()
 
     def _initiator_sa_for_notify(self, data: bytes, header: Header) -> IsakmpSa | None:
@@ -273,6 +280,7 @@ class IkeV1Endpoint(EndpointBase):
                           rcookie=self._new_cookie(),
                           local=(self.local_address, local_port), remote=remote, now=now)
             self._sas[sa.rcookie] = sa
+            self.touch(sa)
             key = (header.icookie, remote[0], remote[1])
             self._by_icookie.pop(key, None)  # a closed one, not collected yet: the new one goes last
             self._by_icookie[key] = sa
@@ -305,6 +313,7 @@ class IkeV1Endpoint(EndpointBase):
             if sa.state is State.MM_SA:
                 sa.close("evicted: too many half-open Main Modes", now, report=False)
                 self._sas.pop(sa.rcookie, None)
+                self._forget_timer(sa)
                 self._count("half_open_evicted")
             elif sa.state is State.MM_KE:
                 self._proven[sa.rcookie] = sa
@@ -338,6 +347,7 @@ class IkeV1Endpoint(EndpointBase):
             for cookie, sa in list(self._sas.items()):
                 if sa.state is State.CLOSED:
                     del self._sas[cookie]
+                    self._forget_timer(sa)
         for key, sa in list(self._by_icookie.items()):
             if sa.state is not State.MM_SA:
                 del self._by_icookie[key]

@@ -132,6 +132,7 @@ class IkeV2Endpoint(EndpointBase):
 
     def adopt(self, ike_sa: IkeSa) -> None:
         self._sas[ike_sa.our_spi] = ike_sa
+        self.touch(ike_sa)
 
     def initial_contact(self, ike_sa: IkeSa) -> None:
         """2.4: the peer has no other IKE SA with us; forget any we still hold for it (the
@@ -162,6 +163,7 @@ class IkeV2Endpoint(EndpointBase):
         sa.reauth_of = reauth_of
         self._note("ike.initiate", connection=name, peer=sa.remote_str)
         sa.start(now)
+        self.touch(sa)
         return sa
 
     def _new_ike_spi(self) -> bytes:
@@ -186,6 +188,7 @@ class IkeV2Endpoint(EndpointBase):
                 else:
                     for child in sa.children:
                         sa.rekey_child(child, now)
+                self._touch_peer(sa)
                 count += 1
         return count
 
@@ -204,6 +207,7 @@ class IkeV2Endpoint(EndpointBase):
             existing = self._half_open.get(key)
             if existing is not None and existing.state is not State.CLOSED:
                 existing.receive(data, header, remote, now)
+                self.touch(existing)
                 return
             return self._on_init_request(data, header, local_port, remote, now)
         if header.from_initiator:
@@ -217,6 +221,7 @@ class IkeV2Endpoint(EndpointBase):
         if sa.state is State.HALF_OPEN:
             sa.local, sa.remote = (self.local_address, local_port), remote  # the initiator may float
         sa.receive(data, header, remote, now)
+        self._touch_peer(sa)
         self._collect()
 
     def _on_init_request(self, data: bytes, header: Header, local_port: int, remote: tuple[str, int],
@@ -288,6 +293,7 @@ class IkeV2Endpoint(EndpointBase):
             self._count("invalid_ke")
             return
         self._sas[sa.spi_r] = sa
+        self.touch(sa)
         key = (header.spi_i, remote[0], remote[1])
         self._forget_half_open(key)  # a closed SA of the same initiator SPI, not collected yet
         self._half_open[key] = sa
@@ -331,6 +337,7 @@ class IkeV2Endpoint(EndpointBase):
             for spi, sa in list(self._sas.items()):
                 if sa.state is State.CLOSED:
                     del self._sas[spi]
+                    self._forget_timer(sa)
         for key, sa in list(self._half_open.items()):
             if sa.state is not State.HALF_OPEN:
                 self._forget_half_open(key)
