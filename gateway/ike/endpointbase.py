@@ -45,6 +45,8 @@ class EndpointBase:
         self._deadline: dict[Any, float] = {}
         self._touched: dict[Any, None] = {}
         self._pushes = itertools.count()
+        #: SAs touched since the cores' half-open tables last looked (`_settle`)
+        self._unsettled: dict[Any, None] = {}
         self._spis: set[int] = set()
         self._out: list[Datagram] = []
         self._events: deque[object] = deque()
@@ -213,23 +215,33 @@ class EndpointBase:
         CONTACT, reauthentication) and for an SA `ike_sa_of_child` hands out (the shell
         reports its traffic to it); whoever changes an SA's timers otherwise says so here."""
         self._touched[sa] = None
+        self._unsettled[sa] = None
 
     def _touch_peer(self, sa: Any) -> None:
         """``sa`` and the SAs one exchange of it may change: the same peer's, its
         predecessor and successor."""
-        self._touched[sa] = None
+        self.touch(sa)
         if sa.peer_id is not None:
             for other in self._same_peer(sa.peer_id, sa):
-                self._touched[other] = None
+                self.touch(other)
         for name in ("reauth_of", "replaced_by", "replacement"):
             other = getattr(sa, name, None)
             if other is not None:
-                self._touched[other] = None
+                self.touch(other)
 
     def _forget_timer(self, sa: Any) -> None:
         """``sa`` left ``_sas``."""
         self._deadline.pop(sa, None)
-        self._touched.pop(sa, None)
+
+    def _settle_touched(self) -> None:
+        """The cores' bookkeeping of the SAs touched since it last looked (`_settle`)."""
+        if self._unsettled:
+            unsettled, self._unsettled = self._unsettled, {}
+            self._settle(unsettled)
+
+    def _settle(self, sas: Iterable[Any]) -> None:
+        """The cores' bookkeeping of SAs whose state may have changed (their half-open
+        tables), from `_collect`."""
 
     def _refresh_timers(self) -> None:
         touched, self._touched = self._touched, {}

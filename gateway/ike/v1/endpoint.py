@@ -76,6 +76,7 @@ class IkeV1Endpoint(EndpointBase):
     def initial_contact(self, sa: IsakmpSa) -> None:
         """RFC 2407 4.6.3.3: the peer lost its state; drop what we hold for the same peer
         (same connection, identity and address), IPsec SAs included."""
+        self.touch(sa)  # (its state moved on: out of the half-open tables at _collect)
         if sa.peer_id is None:
             return self._collect()
         for other in self._same_peer(sa.peer_id, sa):  # (the index by identity, not a scan)
@@ -284,6 +285,7 @@ class IkeV1Endpoint(EndpointBase):
             key = (header.icookie, remote[0], remote[1])
             self._by_icookie.pop(key, None)  # a closed one, not collected yet: the new one goes last
             self._by_icookie[key] = sa
+            sa.half_open_key = key
             self._note("ikev1.main_mode", connection=cfg.name, peer=peer, proposal=suite.name,
                        vendor_ids=", ".join(vids) or "none")
             sa.respond_mm1(msg, transform, suite, number, now)
@@ -310,6 +312,7 @@ class IkeV1Endpoint(EndpointBase):
         while self._by_icookie and len(self._by_icookie) >= self.half_open_max:
             key = next(iter(self._by_icookie))
             sa = self._by_icookie.pop(key)
+            sa.half_open_key = None
             if sa.state is State.MM_SA:
                 sa.close("evicted: too many half-open Main Modes", now, report=False)
                 self._sas.pop(sa.rcookie, None)
@@ -320,7 +323,6 @@ class IkeV1Endpoint(EndpointBase):
 
     def _admit_proven(self, address: str) -> bool:
         """Room for one more proven half-open SA from ``address`` (its message 3)?"""
-        self._collect_proven()
         if len(self._proven) >= self.half_open_max:
             self._count("half_open_limit")
             return False
@@ -335,11 +337,6 @@ class IkeV1Endpoint(EndpointBase):
     def _waiting(self, sa: IsakmpSa) -> bool:
         return sa.state is State.MM_SA and not sa.initiator  # only its half-open timeout runs
 
-    def _collect_proven(self) -> None:
-        for cookie, sa in list(self._proven.items()):
-            if sa.state is not State.MM_KE:
-                del self._proven[cookie]
-
     def _collect(self) -> None:
         """Forget closed SAs; every SA is looked at only when one closed (`sa_closed`)."""
         if self._closed_since_collect:
@@ -348,9 +345,22 @@ class IkeV1Endpoint(EndpointBase):
                 if sa.state is State.CLOSED:
                     del self._sas[cookie]
                     self._forget_timer(sa)
-        for key, sa in list(self._by_icookie.items()):
-            if sa.state is not State.MM_SA:
-                del self._by_icookie[key]
-                if sa.state is State.MM_KE:
-                    self._proven[sa.rcookie] = sa
-        self._collect_proven()
+        self._settle_touched()
+        if self.check_timers:  # (the tests' check: the tables as a pass over them made them)
+            assert all(sa.state is State.MM_SA for sa in self._by_icookie.values())
+            assert all(sa.state is State.MM_KE for sa in self._proven.values())
+
+    def _settle(self, sas: Iterable[IsakmpSa]) -> None:
+        """Half-open SAs that moved on leave their table (message 3: unproven -> proven;
+        message 5 or a close: gone): only the SAs touched since are looked at, not both
+        tables after every message."""
+        for sa in sas:
+            key = sa.half_open_key
+            if key is not None and sa.state is not State.MM_SA:
+                sa.half_open_key = None
+                if self._by_icookie.get(key) is sa:
+                    del self._by_icookie[key]
+                    if sa.state is State.MM_KE:
+                        self._proven[sa.rcookie] = sa
+            if sa.state is not State.MM_KE and self._proven.get(sa.rcookie) is sa:
+                del self._proven[sa.rcookie]

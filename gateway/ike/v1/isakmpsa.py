@@ -292,6 +292,8 @@ class IsakmpSa:
         self.keys: keymat.Phase1Keys | None = None
         self.cipher: Phase1Cipher | None = None
         self._peer_id: Identity | None = None
+        #: a responder's key in its endpoint's table of unproven half-open SAs, while there
+        self.half_open_key: tuple[bytes, str, int] | None = None
         self.natt: str | None = None  # "rfc" | "draft" | None
         self.peer_dpd = False
         self.peer_frag = False

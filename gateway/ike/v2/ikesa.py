@@ -219,6 +219,8 @@ class IkeSa:
         self.peer_hashes: tuple[int, ...] = ()
         self.peer_certreq = False
         self._peer_id: Identity | None = None
+        #: a responder's key in its endpoint's table of half-open SAs, while it is there
+        self.half_open_key: tuple[bytes, str, int] | None = None
         self.auth_used = ""
         self.next_request_id = 0
         self.next_expected = 0
