@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -37,17 +38,30 @@ def event(logger: logging.Logger, what: str, level: int = logging.INFO, /, **fie
     logger.log(level, what, extra={"event_fields": fields})
 
 
+#: a character that makes a value quoted (JSON string syntax)
+_NEEDS_QUOTES = re.compile('[ "=]').search
+
+
 def _format_value(value: Any) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "='):
+    text = value if type(value) is str else str(value)
+    if not text or _NEEDS_QUOTES(text):
         return json.dumps(text)
     return text
 
 
 class TextFormatter(logging.Formatter):
+    """``2026-11-22T10:00:00.123Z INFO what key=value ...``.  A few lines per handshake
+    pass here (bench/handshakes): the date and time of the current second are made once."""
+
+    _second: int | None = None
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"{ts}.{int(record.msecs):03d}Z", record.levelname, record.getMessage()]
+        second = int(record.created)
+        if second != self._second:  # (format runs under the handler's lock)
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        parts = [f"{self._stamp}.{int(record.msecs):03d}Z", record.levelname, record.getMessage()]
         fields = getattr(record, "event_fields", None)
         if fields:
             parts.extend(f"{k}={_format_value(v)}" for k, v in fields.items())

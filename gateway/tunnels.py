@@ -93,6 +93,11 @@ class ConnectionTunnel:
     #: the configured selectors of a trap (demand-dial): what the policy returns to
     #: when the last pair goes
     trap: tuple[SelectorPair, ...] = ()
+    #: the IKE connection (a peer's tunnel is ``connection@address:port``)
+    connection: str = ""
+    #: the routes into the TUN the daemon installed for a trap at start (its remote
+    #: subnets): they cover the nets of every peer of the connection that lie inside them
+    routes: tuple[ipaddress.IPv4Network, ...] = ()
 
     def totals(self) -> TrafficTotals:
         """Packets and bytes each way over the tunnel's whole life, across rekeys."""
@@ -150,7 +155,7 @@ class TunnelTable:
             priority = trap.policy.priority - 1 if trap is not None and trap.trap else 1000
             policy = Policy(key, pair.outbound.selectors, mode=Mode(ev.mode), priority=priority,
                             esp_out=pair.outbound)
-            tunnel = ConnectionTunnel(key, policy)
+            tunnel = ConnectionTunnel(key, policy, connection=ev.connection)
             self.tunnels[key] = tunnel
             self.engine.install_policy(policy)
             new_routes = True
@@ -175,12 +180,27 @@ class TunnelTable:
             return tunnel
         policy = Policy(name, selectors, mode=mode, priority=priority, hold=hold,
                         fallback_clear=fallback_clear)
-        tunnel = ConnectionTunnel(name, policy, trap=selectors,
+        tunnel = ConnectionTunnel(name, policy, trap=selectors, connection=name,
                                   remote_nets=sorted({p.remote.network for p in selectors}),
                                   local_nets=sorted({p.local.network for p in selectors}))
         self.tunnels[name] = tunnel
         self.engine.install_policy(policy)
         return tunnel
+
+    def own_routes(self, tunnel: ConnectionTunnel) -> list[ipaddress.IPv4Network]:
+        """The tunnel's remote nets that need routes of their own: those no route of its
+        connection's trap covers (a tunnel-mode trap routes the configured remote subnets at
+        start, so the peers inside them need none; transport mode, L2TP and connections
+        without configured remote subnets have no such route)."""
+        trap = self.tunnels.get(tunnel.connection or tunnel.name)
+        covering = trap.routes if trap is not None and tunnel.policy.mode is Mode.TUNNEL else ()
+        if not covering:
+            return list(tunnel.remote_nets)
+        return [n for n in tunnel.remote_nets if not any(n.subnet_of(c) for c in covering)]
+
+    def routes_of(self, tunnel: ConnectionTunnel) -> list[ipaddress.IPv4Network]:
+        """Every route into the TUN that is there for this tunnel: a trap's, then its own."""
+        return [*tunnel.routes, *self.own_routes(tunnel)]
 
     def remove(self, name: str) -> ConnectionTunnel | None:
         """Forget a tunnel and its policy (its connection was removed from the config)."""

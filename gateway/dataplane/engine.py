@@ -94,7 +94,9 @@ class Dataplane:
         #: the first match wins and DISCARD drops (a block rule covers traffic in tunnels too)
         self.spd_in = SecurityPolicyDatabase(inbound=True)
         self.sad_in: dict[tuple[int, bytes], SecurityAssociation] = {}
-        self.sas_out: list[SecurityAssociation] = []
+        #: outbound SAs in the order installed (a dict as an ordered set: a policy per peer
+        #: puts thousands here, and a list's "in" made each install O(N): bench/scale)
+        self.sas_out: dict[SecurityAssociation, None] = {}
         self.drops = DropCounters()
         self.events: deque[object] = deque()
         self.keepalives_received = 0
@@ -124,14 +126,16 @@ class Dataplane:
 
     def install_policy(self, policy: Policy) -> None:
         for sa in (policy.esp_out, policy.ah_out):
-            if sa is not None and sa not in self.sas_out:
-                self.sas_out.append(sa)
+            if sa is not None:
+                self.sas_out[sa] = None
         self.spd.add(policy)
 
     def remove_policy(self, name: str) -> None:
         for policy in list(self.spd):
             if policy.name == name:
-                self.sas_out = [sa for sa in self.sas_out if sa not in (policy.esp_out, policy.ah_out)]
+                for sa in (policy.esp_out, policy.ah_out):
+                    if sa is not None:
+                        self.sas_out.pop(sa, None)
         self.spd.remove(name)
 
     # -- outbound: a packet the kernel routed into the TUN ---------------------------

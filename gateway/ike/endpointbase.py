@@ -9,11 +9,14 @@ allocated without collisions; timers run over every SA; and connections configur
 from __future__ import annotations
 
 import datetime
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.ike.events import Datagram, Note, PeerDead
+from gateway.ike.identity import ANY, Identity
 from gateway.ike.settings import PeerConfig, Timing
 from gateway.ike.trafficselectors import TsRange
 
@@ -32,8 +35,18 @@ class EndpointBase:
         self.local_address = local_address
         self.configs = {c.name: c for c in configs}
         self._random = random
-        self.timing = timing or Timing()
+        self._timing = timing or Timing()
         self._sas: dict[bytes, Any] = {}  # by our SPI (IKEv2) or cookie (IKEv1)
+        #: timers without a pass over every SA (`get_timer`, `handle_timer`, each called per
+        #: message or more): a heap of (deadline, push number, SA), where an SA's valid entry
+        #: is the one with the deadline in ``_deadline``; the SAs whose deadline may have
+        #: changed since (`touch`) are looked at again first (`_refresh_timers`)
+        self._timer_heap: list[tuple[float, int, Any]] = []
+        self._deadline: dict[Any, float] = {}
+        self._touched: dict[Any, None] = {}
+        self._pushes = itertools.count()
+        #: SAs touched since the cores' half-open tables last looked (`_settle`)
+        self._unsettled: dict[Any, None] = {}
         self._spis: set[int] = set()
         self._out: list[Datagram] = []
         self._events: deque[object] = deque()
@@ -44,6 +57,21 @@ class EndpointBase:
         #: an SA closed since the last `_collect` (which scans every SA only then)
         self._closed_since_collect = False
         self._child_index: dict[int, Any] = {}  # inbound IPsec SPI -> IKE SA (see ike_sa_of_child)
+        #: SAs by their peer's identity (`Identity.match_key`), from when it is known
+        #: (`peer_identified`) until they close: where INITIAL_CONTACT and IKEv1's Phase 1
+        #: rekeys look for the same peer's other SAs, instead of in every SA per handshake
+        self._by_peer: dict[tuple[object, ...], dict[Any, None]] = {}
+
+    @property
+    def timing(self) -> Timing:
+        return self._timing
+
+    @timing.setter
+    def timing(self, timing: Timing) -> None:
+        """New timing (a reload): every SA's deadlines may move."""
+        self._timing = timing
+        for sa in self._sas.values():
+            self.touch(sa)
 
     # -- what the cores implement ------------------------------------------------------------
     def _start(self, name: str, now: float) -> Any:
@@ -67,6 +95,7 @@ class EndpointBase:
         for sa in list(self._sas.values()):
             if sa.name == name and not sa.closed:
                 self._delete_sa(sa, now, reason)
+                self._touch_peer(sa)
                 count += 1
         self._collect()
         return count
@@ -131,18 +160,124 @@ class EndpointBase:
     def sa_closed(self, sa: Any) -> None:
         """An SA of ours closed: the next `_collect` has something to forget."""
         self._closed_since_collect = True
+        self.touch(sa)
+        if sa.peer_id is not None:
+            self._unindex_peer(sa, sa.peer_id)
+
+    def peer_identified(self, sa: Any, old: Identity | None) -> None:
+        """An SA's ``peer_id`` was set (it was ``old``): index it under the new identity."""
+        if old is not None:
+            self._unindex_peer(sa, old)
+        if sa.peer_id is not None and not sa.closed:
+            self._by_peer.setdefault(sa.peer_id.match_key, {})[sa] = None
+
+    def _unindex_peer(self, sa: Any, identity: Identity) -> None:
+        bucket = self._by_peer.get(identity.match_key)
+        if bucket is not None:
+            bucket.pop(sa, None)
+            if not bucket:
+                del self._by_peer[identity.match_key]
+
+    def _same_peer(self, identity: Identity, exclude: Any) -> list[Any]:
+        """The open SAs (but ``exclude``) whose peer identity may match ``identity`` either
+        way, in the order of ``_sas`` (their creation order): a superset of those for which
+        ``identity.matches(peer_id)`` or ``peer_id.matches(identity)``; callers check each
+        as they did when they scanned every SA."""
+        if identity.is_any:  # matches every identity (never one from the wire)
+            return [sa for sa in self._sas.values() if sa is not exclude]
+        found = [sa for key in (identity.match_key, ANY.match_key) for sa in self._by_peer.get(key, ())
+                 if sa is not exclude]
+        if len(found) > 1:
+            found.sort(key=lambda sa: sa.seq)
+        return found
 
     # -- the shell's interface ------------------------------------------------------------------
     def datagrams_to_send(self) -> list[Datagram]:
+        if self.check_timers:
+            self.get_timer()
         out, self._out = self._out, []
         return out
 
     def next_event(self) -> object | None:
+        if self.check_timers:
+            self.get_timer()
         return self._events.popleft() if self._events else None
 
+    # -- timers ---------------------------------------------------------------------------------
+    #: tests set this: every `get_timer` and `handle_timer` is checked against a pass over
+    #: every SA (a change of an SA's deadline that nobody `touch`ed shows there)
+    check_timers = False
+
+    def touch(self, sa: Any) -> None:
+        """``sa``'s deadline may have changed: `get_timer` looks at it again.  The endpoints
+        do this for every SA they hand a message, a timer or a command to, for the SAs of
+        the same peer (its other SAs, which one SA's exchange may change: rekeys, INITIAL_
+        CONTACT, reauthentication) and for an SA `ike_sa_of_child` hands out (the shell
+        reports its traffic to it); whoever changes an SA's timers otherwise says so here."""
+        self._touched[sa] = None
+        self._unsettled[sa] = None
+
+    def _touch_peer(self, sa: Any) -> None:
+        """``sa`` and the SAs one exchange of it may change: the same peer's, its
+        predecessor and successor."""
+        self.touch(sa)
+        if sa.peer_id is not None:
+            for other in self._same_peer(sa.peer_id, sa):
+                self.touch(other)
+        for name in ("reauth_of", "replaced_by", "replacement"):
+            other = getattr(sa, name, None)
+            if other is not None:
+                self.touch(other)
+
+    def _forget_timer(self, sa: Any) -> None:
+        """``sa`` left ``_sas``."""
+        self._deadline.pop(sa, None)
+
+    def _settle_touched(self) -> None:
+        """The cores' bookkeeping of the SAs touched since it last looked (`_settle`)."""
+        if self._unsettled:
+            unsettled, self._unsettled = self._unsettled, {}
+            self._settle(unsettled)
+
+    def _settle(self, sas: Iterable[Any]) -> None:
+        """The cores' bookkeeping of SAs whose state may have changed (their half-open
+        tables), from `_collect`."""
+
+    def _refresh_timers(self) -> None:
+        touched, self._touched = self._touched, {}
+        current, heap = self._deadline, self._timer_heap
+        for sa in touched:
+            deadline = None if sa.closed or self._waiting(sa) else sa.next_deadline()
+            if deadline == current.get(sa):
+                continue
+            if deadline is None:
+                del current[sa]
+            else:
+                current[sa] = deadline
+                heapq.heappush(heap, (deadline, next(self._pushes), sa))
+        if len(heap) > 64 + 4 * len(current):  # stale entries: build it again
+            self._timer_heap = [(d, next(self._pushes), sa) for sa, d in current.items()]
+            heapq.heapify(self._timer_heap)
+
     def get_timer(self) -> float | None:
+        self._refresh_timers()
+        heap, current = self._timer_heap, self._deadline
+        while heap and current.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # an entry the SA's deadline has moved from
+        times = [heap[0][0]] if heap else []
+        first = next((sa for sa in self._waiting_queue() if self._waiting(sa)), None)
+        if first is not None and (t := first.next_deadline()) is not None:
+            times.append(t)
+        times += [t for name, t in self.keep_up.items() if not self._active(name)]
+        result = min(times) if times else None
+        if self.check_timers:
+            assert result == self._scan_timer(), (result, self._scan_timer())
+        return result
+
+    def _scan_timer(self) -> float | None:
+        """What `get_timer` gives, from every SA (the check of ``check_timers``)."""
         times = [t for sa in self._sas.values()
-                 if not self._waiting(sa) and (t := sa.next_deadline()) is not None]
+                 if not sa.closed and not self._waiting(sa) and (t := sa.next_deadline()) is not None]
         first = next((sa for sa in self._waiting_queue() if self._waiting(sa)), None)
         if first is not None and (t := first.next_deadline()) is not None:
             times.append(t)
@@ -159,12 +294,36 @@ class EndpointBase:
                 due.append(sa)
         for sa in due:
             sa.on_timer(now)
-        for sa in list(self._sas.values()):
-            if self._waiting(sa):
-                continue
-            deadline = sa.next_deadline()
-            if deadline is not None and now >= deadline:
-                sa.on_timer(now)
+            self.touch(sa)
+        expected = [sa for sa in self._sas.values() if not sa.closed and not self._waiting(sa)
+                    and (d := sa.next_deadline()) is not None and now >= d] if self.check_timers else []
+        # The SAs that are due, each once, in the order they were made (the order of _sas);
+        # then those that fell due meanwhile (one SA's timer may change another's).
+        fired: set[Any] = set()
+        later: list[Any] = []
+        while True:
+            self._refresh_timers()
+            heap, current = self._timer_heap, self._deadline
+            batch = []
+            while heap and heap[0][0] <= now:
+                deadline, _, sa = heapq.heappop(heap)
+                if current.get(sa) == deadline:
+                    del current[sa]  # (a new entry once touched below)
+                    (later if sa in fired else batch).append(sa)
+            if not batch:
+                break
+            batch.sort(key=lambda sa: sa.seq)
+            for sa in batch:
+                fired.add(sa)
+                if not self._waiting(sa):
+                    deadline = sa.next_deadline()
+                    if deadline is not None and now >= deadline:
+                        sa.on_timer(now)
+                self._touch_peer(sa)
+        for sa in later:  # due again: at the next call, as before
+            self.touch(sa)
+        if self.check_timers:
+            assert all(sa in fired for sa in expected), [sa for sa in expected if sa not in fired]
         self._collect()
         for name, when in list(self.keep_up.items()):
             if now >= when and not self._active(name):
@@ -220,6 +379,8 @@ class EndpointBase:
                     index.setdefault(child.spi_in, each)
             self._child_index = index
             sa = index.get(spi_in)
+        if sa is not None:
+            self.touch(sa)  # (the shell tells it about the child's traffic)
         return sa
 
     def negotiating(self, name: str) -> bool:

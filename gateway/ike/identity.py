@@ -21,6 +21,7 @@ import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 
@@ -177,6 +178,24 @@ class Identity:
             return _email_key(self.data) == _email_key(other.data)
         return self.data == other.data
 
+    @cached_property
+    def match_key(self) -> tuple[object, ...]:
+        """A hashable key, equal for two presented identities exactly when one `matches` the
+        other (the same comparison: DNs RDN by RDN, FQDNs and e-mail domains without case),
+        so SAs can be found by their peer's identity without comparing it with each.
+        `ANY` has a key of its own that equals no other's, though it matches every one:
+        callers treat it apart."""
+        if self.type is IdType.DER_ASN1_DN:
+            try:
+                return (self.type, _dn_key(self.data))
+            except ValueError:  # compared as octets only (dn_equal)
+                return (self.type, None, self.data)
+        if self.type is IdType.FQDN:
+            return (self.type, _fqdn_key(self.data))
+        if self.type is IdType.RFC822_ADDR:
+            return (self.type, _email_key(self.data))
+        return (self.type, self.data)
+
     def __str__(self) -> str:
         if self.type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
             return str(ipaddress.ip_address(self.data))
@@ -213,6 +232,10 @@ class _AnyIdentity(Identity):
 
     def matches(self, other: Identity) -> bool:
         return True
+
+    @cached_property
+    def match_key(self) -> tuple[object, ...]:
+        return ("%any",)
 
     def __str__(self) -> str:
         return "%any"

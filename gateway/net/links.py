@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,11 +20,17 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger("gateway.net")
 
+#: how long `Links.local_source_for` trusts its copy of the host's addresses (ours are
+#: changed through `address_on`, which forgets it; this bounds how late a change made by
+#: someone else is seen)
+ADDRESS_CACHE_SECONDS = 1.0
+
 
 class Links:
     def __init__(self) -> None:
         self.ipr = IPRoute()
         self._rules: list[dict[str, int]] = []
+        self._addresses: tuple[float, list[ipaddress.IPv4Interface]] | None = None
 
     def close(self) -> None:
         for rule in self._rules:
@@ -60,9 +67,15 @@ class Links:
         return out
 
     def local_source_for(self, subnets: Iterable[ipaddress.IPv4Network]) -> str | None:
-        """An address of this host inside one of ``subnets`` (the preferred source)."""
+        """An address of this host inside one of ``subnets`` (the preferred source).
+
+        The addresses come from a copy at most `ADDRESS_CACHE_SECONDS` old: one netlink dump
+        of every address per route would cost more than the route."""
         subnets = list(subnets)
-        for iface in self.addresses():
+        now = time.monotonic()
+        if self._addresses is None or now - self._addresses[0] >= ADDRESS_CACHE_SECONDS:
+            self._addresses = (now, self.addresses())
+        for iface in self._addresses[1]:
             if any(iface.ip in s for s in subnets):
                 return str(iface.ip)
         return None
@@ -94,6 +107,8 @@ class Links:
         except NetlinkError as exc:
             if exc.code not in (17, 99, 2):  # EEXIST / EADDRNOTAVAIL / ENOENT
                 raise
+        finally:
+            self._addresses = None  # local_source_for looks again
 
     def rule_unmarked_to_table(self, mark: int, table: int, priority: int = 1000) -> None:
         """`ip rule add not fwmark MARK lookup TABLE`: the gateway's own sockets are exempt."""

@@ -87,9 +87,10 @@ class Backend:
 
 
 class Lab:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, config: str = CONFIG) -> None:
         self.path = tmp_path / "hq.yaml"
         self.socket = str(tmp_path / "control.sock")
+        self.config = config
         self.write()
         from gateway.config import load_config
 
@@ -99,7 +100,9 @@ class Lab:
         self.peer = IkeV2Endpoint(BRANCH, [psk_pair()[1]], random=seeded(7))
 
     def write(self, extra: str = "", text: str | None = None) -> None:
-        self.path.write_text(text if text is not None else CONFIG.replace("{socket}", self.socket) + extra)
+        if text is None:
+            text = self.config.replace("{socket}", self.socket) + extra
+        self.path.write_text(text)
 
     def pump(self) -> None:
         """IKE between the daemon and the branch until both are quiet."""
@@ -246,3 +249,65 @@ def test_sighup_and_the_control_socket_reload(tmp_path: Path) -> None:
         await task
 
     run(scenario)
+
+
+ANY_PEER = f"""\
+gateway: {{name: hq, public_interface: wan0, public_address: {HQ}}}
+edge: {{nftables: false}}
+control: {{socket: {{socket}}}}
+connections:
+  branch1:
+    remote: "%any"
+    local_subnets: [10.1.0.0/24]
+    remote_subnets: [10.2.0.0/16]
+    auth: {{method: psk, psk: {PSK}, remote_id: "%any"}}
+"""
+
+
+def test_a_peer_inside_the_trapped_remote_subnets_gets_no_route_of_its_own(tmp_path: Path) -> None:
+    """The trap routes 10.2.0.0/16 at start; the peer's 10.2.0.0/24 is inside: no route per
+    peer, none taken away with it, and the trap's own route goes with the connection."""
+    lab = Lab(tmp_path, ANY_PEER)
+    trap_route = (Mode.TUNNEL, [ipaddress.IPv4Network("10.2.0.0/16")])
+
+    async def scenario() -> None:
+        await up(lab)
+        [peer] = [t for t in lab.gw.ike_tunnels.tunnels.values() if t.name.startswith("branch1@")]
+        assert peer.pairs and peer.remote_nets == [ipaddress.IPv4Network("10.2.0.0/24")]
+        await asyncio.sleep(0)  # (a route would be a task)
+        assert lab.backend.routes == [trap_route]
+        await lab.gw._restore_routes()  # the TUN lost its routes: the trap's come back, no more
+        assert lab.backend.routes == [trap_route, trap_route]
+        lab.write(text=CONFIG.replace("{socket}", lab.socket).split("  branch1:")[0] + "  {}\n")
+        result = await lab.gw.reload()
+        assert result["removed"] == ["branch1"]
+        assert lab.backend.unroutes == [trap_route]
+        await lab.gw.shutdown()
+
+    run(scenario)
+
+
+def test_gateway_run_tunes_the_garbage_collector_once_started(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gateway run` (tune_gc) freezes what start made and collects less often; a Gateway
+    made in a test leaves the test process's collector alone."""
+    import gc
+
+    from gateway import daemon
+
+    calls: list[object] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(t))
+
+    async def start_and_stop(gw: Gateway) -> None:
+        task = asyncio.get_running_loop().create_task(gw.run())
+        while not gw._reloadable:
+            await asyncio.sleep(0.01)
+        gw._stop.set()
+        await task
+
+    for tune in (False, True):
+        lab = Lab(tmp_path)
+        lab.gw.tune_gc = tune
+        asyncio.run(asyncio.wait_for(start_and_stop(lab.gw), 20))
+        assert calls == (["freeze", daemon.GC_THRESHOLDS] if tune else [])

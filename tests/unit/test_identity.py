@@ -185,3 +185,20 @@ def test_subject_of_certificate(tmp_path) -> None:
     assert str(ident) == "CN=gw,O=Gateway Lab"
     assert Identity.parse("CN=gw, O=Gateway Lab") == ident  # same DER as the certificate
     assert repr(ident) == "Identity(DER_ASN1_DN, 'CN=gw,O=Gateway Lab')"
+
+
+def test_match_key_is_equal_exactly_when_identities_match() -> None:
+    """The endpoints index SAs by `Identity.match_key`: it must agree with `matches`."""
+    texts = ["C=US, O=Acme, CN=gw", "c=us,o=ACME,  cn=GW", "C=US, O=Acme, CN=gw2", "O=Acme, C=US, CN=gw",
+             "gw.example", "GW.Example.", "gw2.example", "user@Example.COM", "user@example.com",
+             "User@example.com", "192.0.2.1", "192.0.2.2", "2001:db8::1", "#0a0b", "keyid:#0a0b",
+             "asn1gn:#300a"]
+    # DNs that do not parse compare as octets
+    ids = [Identity.parse(t) for t in texts] + [Identity(IdType.DER_ASN1_DN, bytes([0x30, 3, 2, 1, n]))
+                                                 for n in (1, 1, 2)]
+    for a in ids:
+        for b in ids:
+            assert a.matches(b) == (a.match_key == b.match_key), (a, b)
+            if a.match_key == b.match_key:
+                assert hash(a.match_key) == hash(b.match_key)
+    assert ANY.match_key not in {i.match_key for i in ids}

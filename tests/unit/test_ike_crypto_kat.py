@@ -402,6 +402,26 @@ def test_modp_replays_the_random_source() -> None:
     assert group.generate(_replay(bytes(32), (1).to_bytes(32, "big"), x)).public == first.public
 
 
+@pytest.mark.parametrize("group_id", sorted(_MODP_FORMULA))
+def test_modp_public_value_is_g_to_the_x(group_id: int) -> None:
+    """Our KE data (computed by OpenSSL's exchange with g) is g^x mod p for the drawn x,
+    zero-padded to the length of p."""
+    group = DH_GROUPS[group_id]
+    assert group.prime is not None
+    size = 48 if group_id == 16 else 32
+    for x in (bytes(range(1, size + 1)), bytes(size - 1) + b"\x02", b"\xff" * size):
+        assert group.generate(_replay(x)).public == \
+            pow(2, int.from_bytes(x, "big"), group.prime).to_bytes(group.public_size, "big")
+
+
+def test_modp_public_value_keeps_its_leading_zero() -> None:
+    group = DH_GROUPS[14]
+    assert group.prime is not None
+    x = bytes(range(1, 32)) + b"\xe3"  # g^x mod p < 2^2040 for this one
+    public = group.generate(_replay(x)).public
+    assert public[0] == 0 and public == pow(2, int.from_bytes(x, "big"), group.prime).to_bytes(256, "big")
+
+
 def test_dh_registry_and_parse() -> None:
     # IANA "Transform Type 4 - Key Exchange Method Transform IDs" (RFC 7296 3.3.2, RFC 5903, RFC 8031)
     assert {(g.id, g.name, g.public_size, g.weak) for g in DH_GROUPS.values()} == {

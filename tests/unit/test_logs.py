@@ -36,3 +36,17 @@ def test_json_line_is_one_object() -> None:
     assert obj["event"] == "dataplane.drops"
     assert obj["level"] == "warning"
     assert obj["replay"] == 3 and obj["name"] == "hq"
+
+
+def test_text_line_time_and_quoting() -> None:
+    """The date and time are made once per second; values with a space, a quote or an
+    equals sign, and empty ones, are JSON strings; others are as str() gives them."""
+    fmt = TextFormatter()
+    rec = record_of("x.y", a="", b='say "hi"', c="k=v", d=True, e=0.5, f=None, g="plain")
+    for created, stamp in ((1795000000.25, "2026-11-18T11:06:40.250Z"),
+                           (1795000000.75, "2026-11-18T11:06:40.750Z"),
+                           (1795000001.0, "2026-11-18T11:06:41.000Z"),
+                           (1795000000.5, "2026-11-18T11:06:40.500Z")):
+        rec.created, rec.msecs = created, (created - int(created)) * 1000
+        assert fmt.format(rec) == (f'{stamp} WARNING x.y a="" b="say \\"hi\\"" c="k=v" d=True e=0.5 '
+                                   'f=None g=plain')

@@ -52,3 +52,26 @@ def test_spd_keeps_priority_then_insertion_order() -> None:
     assert spd.uses_ports
     spd.remove("ports")
     assert not spd.uses_ports
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_timers_look_only_at_the_sas_that_changed(version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_timer and handle_timer come per message: they read a heap of deadlines, not
+    every SA's (the check against the pass over every SA is on in all unit tests)."""
+    ep = responder(version)
+    gen = LoadGenerator(LoadPlan(responder=RESPONDER, psk=PSK, version=version, count=40, window=10))
+    assert run_in_memory(gen, ep, RESPONDER).established == 40
+    sa_class = type(next(iter(ep._sas.values())))
+    calls = []
+    original = sa_class.next_deadline
+    monkeypatch.setattr(sa_class, "next_deadline", lambda sa: calls.append(sa) or original(sa))
+    monkeypatch.setattr(type(ep), "check_timers", False)
+    first = ep.get_timer()
+    assert first is not None and not calls
+    ep.handle_timer(first - 1)
+    assert len(calls) <= 1
+    # an SA whose deadline may have changed (touched): only it is looked at again
+    [sa] = [s for s in ep._sas.values() if s.remote[0] == gen.plan.source(3)]
+    ep.touch(sa)
+    ep.get_timer()
+    assert calls[-1] is sa and len(calls) <= 2

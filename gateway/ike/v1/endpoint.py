@@ -76,10 +76,13 @@ class IkeV1Endpoint(EndpointBase):
     def initial_contact(self, sa: IsakmpSa) -> None:
         """RFC 2407 4.6.3.3: the peer lost its state; drop what we hold for the same peer
         (same connection, identity and address), IPsec SAs included."""
-        for other in list(self._sas.values()):
-            if other is not sa and other.config is sa.config and other.remote[0] == sa.remote[0] \
-                    and other.peer_id is not None and sa.peer_id is not None \
-                    and other.peer_id.matches(sa.peer_id) and other.state is not State.CLOSED:
+        self.touch(sa)  # (its state moved on: out of the half-open tables at _collect)
+        if sa.peer_id is None:
+            return self._collect()
+        for other in self._same_peer(sa.peer_id, sa):  # (the index by identity, not a scan)
+            if other.config is sa.config and other.remote[0] == sa.remote[0] \
+                    and other.peer_id is not None and other.peer_id.matches(sa.peer_id) \
+                    and other.state is not State.CLOSED:
                 other.close("replaced: peer sent INITIAL-CONTACT", 0.0)
         self._collect()
 
@@ -89,20 +92,24 @@ class IkeV1Endpoint(EndpointBase):
             return
         # The peer rekeyed Phase 1 with a new Main Mode: the IPsec SAs it made under the
         # old ISAKMP SA now belong to the new one (what strongSwan does, adopt_children).
-        for other in list(self._sas.values()):
-            if other is not sa and other.children and other.state is State.ESTABLISHED \
-                    and sa.successor_of(other):
+        if sa.peer_id is None:
+            return
+        for other in self._same_peer(sa.peer_id, sa):
+            if other.children and other.state is State.ESTABLISHED and sa.successor_of(other):
                 sa.children += other.children
                 self._note("ikev1.rekeyed", connection=sa.name, old=other.ident, new=sa.ident,
                            children=len(other.children))
                 other.children = []
                 other.replaced = True
                 other.retire_at = now + RETIRE_DELAY  # then delete it, as strongSwan does
+                self.touch(other)
 
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None:
         """The newest other established ISAKMP SA with the same peer (connection, address and port,
         identity): where IPsec SAs go when the peer deletes the SA that made them."""
-        found = [o for o in self._sas.values() if o is not sa and o.state is State.ESTABLISHED
+        if sa.peer_id is None:
+            return None
+        found = [o for o in self._same_peer(sa.peer_id, sa) if o.state is State.ESTABLISHED
                  and o.successor_of(sa) and (o.established_at or 0) >= (sa.established_at or 0)]
         return max(found, key=lambda o: o.established_at or 0) if found else None
 
@@ -114,6 +121,7 @@ class IkeV1Endpoint(EndpointBase):
         Quick Mode makes stays behind and dies with the old SA. A connection open to any
         peer rekeys toward the address and port the peer's SA uses (its NAT mapping).
         """
+        self.touch(sa)
         if sa.quick:
             sa.rekey_at = now + PHASE1_REKEY_RETRY
             self._note("ikev1.rekey_deferred", "debug", connection=sa.name, ike_sa=sa.ident,
@@ -140,6 +148,7 @@ class IkeV1Endpoint(EndpointBase):
         self._sas[sa.icookie] = sa
         self._note("ike.initiate", connection=name, peer=sa.remote_str, version=1)
         sa.start(now)
+        self.touch(sa)
         return sa
 
     def _new_cookie(self) -> bytes:
@@ -165,6 +174,7 @@ class IkeV1Endpoint(EndpointBase):
                     for child in list(sa.children):
                         if child.state == "installed":
                             sa.start_quick_mode(child.config, now, rekey=child)
+                self._touch_peer(sa)
                 count += 1
         return count
 
@@ -186,6 +196,7 @@ class IkeV1Endpoint(EndpointBase):
             sa = self._initiator_sa_for_notify(data, header)
             if sa is not None:
                 sa.receive(data, header, now)
+                self._touch_peer(sa)
                 self._collect()
                 return
         if header.rcookie == bytes(8):
@@ -194,6 +205,7 @@ class IkeV1Endpoint(EndpointBase):
             existing = self._by_icookie.get((header.icookie, remote[0], remote[1]))
             if existing is not None and existing.state is not State.CLOSED:
                 existing.receive(data, header, now)
+                self.touch(existing)
                 return
             return self._on_mm1(data, header, local_port, remote, now)
         sa = self._sas.get(header.rcookie) or self._sas.get(header.icookie)
@@ -214,6 +226,7 @@ class IkeV1Endpoint(EndpointBase):
             if moved:
                 self.emit(PeerMoved(sa.name, sa.ident, remote, tuple(c.spi_in for c in sa.children)))
         sa.receive(data, header, now)
+        self._touch_peer(sa)
         self._collect()
 
     def _initiator_sa_for_notify(self, data: bytes, header: Header) -> IsakmpSa | None:
@@ -268,9 +281,11 @@ class IkeV1Endpoint(EndpointBase):
                           rcookie=self._new_cookie(),
                           local=(self.local_address, local_port), remote=remote, now=now)
             self._sas[sa.rcookie] = sa
+            self.touch(sa)
             key = (header.icookie, remote[0], remote[1])
             self._by_icookie.pop(key, None)  # a closed one, not collected yet: the new one goes last
             self._by_icookie[key] = sa
+            sa.half_open_key = key
             self._note("ikev1.main_mode", connection=cfg.name, peer=peer, proposal=suite.name,
                        vendor_ids=", ".join(vids) or "none")
             sa.respond_mm1(msg, transform, suite, number, now)
@@ -297,16 +312,17 @@ class IkeV1Endpoint(EndpointBase):
         while self._by_icookie and len(self._by_icookie) >= self.half_open_max:
             key = next(iter(self._by_icookie))
             sa = self._by_icookie.pop(key)
+            sa.half_open_key = None
             if sa.state is State.MM_SA:
                 sa.close("evicted: too many half-open Main Modes", now, report=False)
                 self._sas.pop(sa.rcookie, None)
+                self._forget_timer(sa)
                 self._count("half_open_evicted")
             elif sa.state is State.MM_KE:
                 self._proven[sa.rcookie] = sa
 
     def _admit_proven(self, address: str) -> bool:
         """Room for one more proven half-open SA from ``address`` (its message 3)?"""
-        self._collect_proven()
         if len(self._proven) >= self.half_open_max:
             self._count("half_open_limit")
             return False
@@ -321,11 +337,6 @@ class IkeV1Endpoint(EndpointBase):
     def _waiting(self, sa: IsakmpSa) -> bool:
         return sa.state is State.MM_SA and not sa.initiator  # only its half-open timeout runs
 
-    def _collect_proven(self) -> None:
-        for cookie, sa in list(self._proven.items()):
-            if sa.state is not State.MM_KE:
-                del self._proven[cookie]
-
     def _collect(self) -> None:
         """Forget closed SAs; every SA is looked at only when one closed (`sa_closed`)."""
         if self._closed_since_collect:
@@ -333,9 +344,23 @@ class IkeV1Endpoint(EndpointBase):
             for cookie, sa in list(self._sas.items()):
                 if sa.state is State.CLOSED:
                     del self._sas[cookie]
-        for key, sa in list(self._by_icookie.items()):
-            if sa.state is not State.MM_SA:
-                del self._by_icookie[key]
-                if sa.state is State.MM_KE:
-                    self._proven[sa.rcookie] = sa
-        self._collect_proven()
+                    self._forget_timer(sa)
+        self._settle_touched()
+        if self.check_timers:  # (the tests' check: the tables as a pass over them made them)
+            assert all(sa.state is State.MM_SA for sa in self._by_icookie.values())
+            assert all(sa.state is State.MM_KE for sa in self._proven.values())
+
+    def _settle(self, sas: Iterable[IsakmpSa]) -> None:
+        """Half-open SAs that moved on leave their table (message 3: unproven -> proven;
+        message 5 or a close: gone): only the SAs touched since are looked at, not both
+        tables after every message."""
+        for sa in sas:
+            key = sa.half_open_key
+            if key is not None and sa.state is not State.MM_SA:
+                sa.half_open_key = None
+                if self._by_icookie.get(key) is sa:
+                    del self._by_icookie[key]
+                    if sa.state is State.MM_KE:
+                        self._proven[sa.rcookie] = sa
+            if sa.state is not State.MM_KE and self._proven.get(sa.rcookie) is sa:
+                del self._proven[sa.rcookie]

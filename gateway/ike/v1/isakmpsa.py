@@ -17,6 +17,7 @@ import enum
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -119,6 +120,9 @@ _ECDSA_PRF = {AuthMethod.ECDSA_256: "prfsha256", AuthMethod.ECDSA_384: "prfsha38
 _RFC_ENCAP = {"tunnel": Encapsulation.UDP_TUNNEL, "transport": Encapsulation.UDP_TRANSPORT}
 _DRAFT_ENCAP = {"tunnel": Encapsulation.UDP_TUNNEL_DRAFT, "transport": Encapsulation.UDP_TRANSPORT_DRAFT}
 
+#: numbers SAs as they are made: the order of the endpoint's SAs (``_same_peer`` keeps it)
+_CREATED = itertools.count()
+
 
 class Context(Protocol):
     """What an ISAKMP SA needs from its endpoint."""
@@ -138,6 +142,7 @@ class Context(Protocol):
     def rekey_phase1(self, sa: IsakmpSa, now: float) -> None: ...
     def successor(self, sa: IsakmpSa) -> IsakmpSa | None: ...
     def sa_closed(self, sa: IsakmpSa) -> None: ...
+    def peer_identified(self, sa: IsakmpSa, old: Identity | None) -> None: ...
 
 
 class State(enum.Enum):
@@ -267,6 +272,7 @@ class IsakmpSa:
     def __init__(self, ctx: Context, *, initiator: bool, config: PeerConfig, icookie: bytes, rcookie: bytes,
                  local: tuple[str, int], remote: tuple[str, int], now: float) -> None:
         self.ctx = ctx
+        self.seq = next(_CREATED)  # creation order: the endpoint's order of SAs
         self.initiator = initiator
         self.config = config
         self.icookie = icookie
@@ -285,7 +291,9 @@ class IsakmpSa:
         self.gxy = b""
         self.keys: keymat.Phase1Keys | None = None
         self.cipher: Phase1Cipher | None = None
-        self.peer_id: Identity | None = None
+        self._peer_id: Identity | None = None
+        #: a responder's key in its endpoint's table of unproven half-open SAs, while there
+        self.half_open_key: tuple[bytes, str, int] | None = None
         self.natt: str | None = None  # "rfc" | "draft" | None
         self.peer_dpd = False
         self.peer_frag = False
@@ -324,6 +332,18 @@ class IsakmpSa:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def peer_id(self) -> Identity | None:
+        """The peer's identity (authenticated once the SA is established); the endpoint
+        indexes SAs by it (`peer_identified`)."""
+        return self._peer_id
+
+    @peer_id.setter
+    def peer_id(self, value: Identity | None) -> None:
+        old, self._peer_id = self._peer_id, value
+        if value != old:
+            self.ctx.peer_identified(self, old)
 
     @property
     def up(self) -> bool:

@@ -132,13 +132,17 @@ class IkeV2Endpoint(EndpointBase):
 
     def adopt(self, ike_sa: IkeSa) -> None:
         self._sas[ike_sa.our_spi] = ike_sa
+        self.touch(ike_sa)
 
     def initial_contact(self, ike_sa: IkeSa) -> None:
-        """2.4: the peer has no other IKE SA with us; forget any we still hold for it."""
-        for other in list(self._sas.values()):
-            if other is not ike_sa and other.config is ike_sa.config and other.peer_id is not None \
-                    and ike_sa.peer_id is not None and other.peer_id.matches(ike_sa.peer_id) \
-                    and other.state is not State.CLOSED:
+        """2.4: the peer has no other IKE SA with us; forget any we still hold for it (the
+        same connection and authenticated identity; from the index by identity, not a scan)."""
+        self.touch(ike_sa)  # (established now: out of the half-open table at _collect)
+        if ike_sa.peer_id is None:
+            return self._collect()
+        for other in self._same_peer(ike_sa.peer_id, ike_sa):
+            if other.config is ike_sa.config and other.peer_id is not None \
+                    and other.peer_id.matches(ike_sa.peer_id) and other.state is not State.CLOSED:
                 other.close("replaced: peer sent INITIAL_CONTACT", 0.0)
         self._collect()
 
@@ -160,6 +164,7 @@ class IkeV2Endpoint(EndpointBase):
         sa.reauth_of = reauth_of
         self._note("ike.initiate", connection=name, peer=sa.remote_str)
         sa.start(now)
+        self.touch(sa)
         return sa
 
     def _new_ike_spi(self) -> bytes:
@@ -184,6 +189,7 @@ class IkeV2Endpoint(EndpointBase):
                 else:
                     for child in sa.children:
                         sa.rekey_child(child, now)
+                self._touch_peer(sa)
                 count += 1
         return count
 
@@ -202,6 +208,7 @@ class IkeV2Endpoint(EndpointBase):
             existing = self._half_open.get(key)
             if existing is not None and existing.state is not State.CLOSED:
                 existing.receive(data, header, remote, now)
+                self.touch(existing)
                 return
             return self._on_init_request(data, header, local_port, remote, now)
         if header.from_initiator:
@@ -215,6 +222,7 @@ class IkeV2Endpoint(EndpointBase):
         if sa.state is State.HALF_OPEN:
             sa.local, sa.remote = (self.local_address, local_port), remote  # the initiator may float
         sa.receive(data, header, remote, now)
+        self._touch_peer(sa)
         self._collect()
 
     def _on_init_request(self, data: bytes, header: Header, local_port: int, remote: tuple[str, int],
@@ -286,9 +294,11 @@ class IkeV2Endpoint(EndpointBase):
             self._count("invalid_ke")
             return
         self._sas[sa.spi_r] = sa
+        self.touch(sa)
         key = (header.spi_i, remote[0], remote[1])
         self._forget_half_open(key)  # a closed SA of the same initiator SPI, not collected yet
         self._half_open[key] = sa
+        sa.half_open_key = key
         if proven:
             self._proven_keys.add(key)
             self._proven[remote[0]] += 1
@@ -329,9 +339,20 @@ class IkeV2Endpoint(EndpointBase):
             for spi, sa in list(self._sas.items()):
                 if sa.state is State.CLOSED:
                     del self._sas[spi]
-        for key, sa in list(self._half_open.items()):
-            if sa.state is not State.HALF_OPEN:
-                self._forget_half_open(key)
+                    self._forget_timer(sa)
+        self._settle_touched()
+        if self.check_timers:  # (the tests' check: the table as a pass over it made it)
+            assert all(sa.state is State.HALF_OPEN for sa in self._half_open.values())
+
+    def _settle(self, sas: Iterable[IkeSa]) -> None:
+        """Half-open SAs that are no longer (IKE_AUTH done, closed) leave the table: only
+        the SAs touched since are looked at, not the whole table after every message."""
+        for sa in sas:
+            key = sa.half_open_key
+            if key is not None and sa.state is not State.HALF_OPEN:
+                sa.half_open_key = None
+                if self._half_open.get(key) is sa:
+                    self._forget_half_open(key)
 
     def _waiting_queue(self) -> Iterable[IkeSa]:
         return self._half_open.values()

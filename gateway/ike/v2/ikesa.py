@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import enum
 import ipaddress
+import itertools
 import logging
 import struct
 from collections.abc import Callable
@@ -91,6 +92,9 @@ from gateway.ike.v2.protection import FragmentBuffer, IntegrityError, SkProtecti
 
 log = logging.getLogger("gateway.ike")
 
+#: numbers SAs as they are made: the order of the endpoint's SAs (``_same_peer`` keeps it)
+_CREATED = itertools.count()
+
 NONCE_SIZE = 32
 KEEPALIVE_SECONDS = 20.0  # RFC 3948 4: NAT-T keepalives from behind a NAT
 UDP_IP_OVERHEAD = 28
@@ -127,6 +131,7 @@ class Context(Protocol):
     def initial_contact(self, ike_sa: IkeSa) -> None: ...
     def reauthenticate(self, ike_sa: IkeSa, now: float) -> None: ...
     def sa_closed(self, ike_sa: IkeSa) -> None: ...
+    def peer_identified(self, ike_sa: IkeSa, old: Identity | None) -> None: ...
 
 
 @dataclass
@@ -186,6 +191,7 @@ class IkeSa:
     def __init__(self, ctx: Context, *, initiator: bool, config: PeerConfig | None, spi_i: bytes,
                  spi_r: bytes, local: tuple[str, int], remote: tuple[str, int], now: float) -> None:
         self.ctx = ctx
+        self.seq = next(_CREATED)  # creation order: the endpoint's order of SAs
         self.initiator = initiator
         self.config = config
         self.spi_i = spi_i
@@ -212,7 +218,9 @@ class IkeSa:
         self.peer_fragmentation = False
         self.peer_hashes: tuple[int, ...] = ()
         self.peer_certreq = False
-        self.peer_id: Identity | None = None
+        self._peer_id: Identity | None = None
+        #: a responder's key in its endpoint's table of half-open SAs, while it is there
+        self.half_open_key: tuple[bytes, str, int] | None = None
         self.auth_used = ""
         self.next_request_id = 0
         self.next_expected = 0
@@ -242,6 +250,18 @@ class IkeSa:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def peer_id(self) -> Identity | None:
+        """The peer's identity (authenticated once the SA is established); the endpoint
+        indexes SAs by it (`peer_identified`)."""
+        return self._peer_id
+
+    @peer_id.setter
+    def peer_id(self, value: Identity | None) -> None:
+        old, self._peer_id = self._peer_id, value
+        if value != old:
+            self.ctx.peer_identified(self, old)
 
     @property
     def up(self) -> bool:
