@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import heapq
 import itertools
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,7 +42,9 @@ class EndpointBase:
         #: message or more): a heap of (deadline, push number, SA), where an SA's valid entry
         #: is the one with the deadline in ``_deadline``; the SAs whose deadline may have
         #: changed since (`touch`) are looked at again first (`_refresh_timers`)
-        self._timer_heap: list[tuple[float, int, Any]] = []
+        #: (the heap refers to SAs weakly: an SA dropped before its deadline, such as a
+        #: half-open one evicted in a flood, must not stay in memory for its stale entry)
+        self._timer_heap: list[tuple[float, int, weakref.ref[Any]]] = []
         self._deadline: dict[Any, float] = {}
         self._touched: dict[Any, None] = {}
         self._pushes = itertools.count()
@@ -254,15 +257,15 @@ class EndpointBase:
                 del current[sa]
             else:
                 current[sa] = deadline
-                heapq.heappush(heap, (deadline, next(self._pushes), sa))
+                heapq.heappush(heap, (deadline, next(self._pushes), weakref.ref(sa)))
         if len(heap) > 64 + 4 * len(current):  # stale entries: build it again
-            self._timer_heap = [(d, next(self._pushes), sa) for sa, d in current.items()]
+            self._timer_heap = [(d, next(self._pushes), weakref.ref(sa)) for sa, d in current.items()]
             heapq.heapify(self._timer_heap)
 
     def get_timer(self) -> float | None:
         self._refresh_timers()
         heap, current = self._timer_heap, self._deadline
-        while heap and current.get(heap[0][2]) != heap[0][0]:
+        while heap and current.get(heap[0][2]()) != heap[0][0]:
             heapq.heappop(heap)  # an entry the SA's deadline has moved from
         times = [heap[0][0]] if heap else []
         first = next((sa for sa in self._waiting_queue() if self._waiting(sa)), None)
@@ -306,8 +309,9 @@ class EndpointBase:
             heap, current = self._timer_heap, self._deadline
             batch = []
             while heap and heap[0][0] <= now:
-                deadline, _, sa = heapq.heappop(heap)
-                if current.get(sa) == deadline:
+                deadline, _, ref = heapq.heappop(heap)
+                sa = ref()
+                if sa is not None and current.get(sa) == deadline:
                     del current[sa]  # (a new entry once touched below)
                     (later if sa in fired else batch).append(sa)
             if not batch:

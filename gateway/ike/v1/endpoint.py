@@ -317,6 +317,9 @@ class IkeV1Endpoint(EndpointBase):
                 sa.close("evicted: too many half-open Main Modes", now, report=False)
                 self._sas.pop(sa.rcookie, None)
                 self._forget_timer(sa)
+                # out of both half-open tables already: nothing to settle, and in a flood
+                # thousands of evicted SAs would wait in memory for the next settling
+                self._unsettled.pop(sa, None)
                 self._count("half_open_evicted")
             elif sa.state is State.MM_KE:
                 self._proven[sa.rcookie] = sa
