@@ -22,11 +22,15 @@ SO_MARK = 36
 UDP_GRO = 104
 #: What may wait to be sent (a UDP GSO send is up to 64 KiB at once).
 SEND_BYTES = 8 * 1024 * 1024
-#: What may wait for the dataplane on the ESP and NAT-T sockets: enough for a stall of
-#: some 10 ms at 1 Gbit/s, not more.  A deeper queue only adds delay under load (with
-#: 8 MiB a ping through a saturated tunnel waited 17 ms in it; with 1 MiB, 8 ms:
-#: bench/latency) and TCP learns nothing from it until it overflows.
-RECEIVE_BYTES = 1024 * 1024
+#: What may wait for the dataplane on the NAT-T socket: enough for a stall of some 10 ms
+#: at 1 Gbit/s, not more.  A deeper queue only adds delay under load (with 8 MiB a ping
+#: through a saturated tunnel waited 17 ms in it; with 1 MiB, 8 ms: bench/latency) and TCP
+#: learns nothing from it until it overflows.
+NATT_RECEIVE_BYTES = 1024 * 1024
+#: The raw ESP/AH sockets keep a deep queue: when a raw socket's queue overflows, this
+#: kernel answers the peer with ICMP "protocol 50 unreachable" (seen in the lab with
+#: 1 MiB), which must never leave the gateway.
+RECEIVE_BYTES = 8 * 1024 * 1024
 #: UDP 500 carries only IKE: a short receive queue, so that in a flood beyond what we can
 #: process the kernel drops (the initiators retransmit) rather than queue for seconds.  A
 #: Main Mode's message 3 must be read before the unproven SA it answers gives way to newer
@@ -64,7 +68,7 @@ class WireSockets:
             opened.append(ah)
             raw = _tune(socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW), mark)
             opened.append(raw)
-            natt = _tune(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), mark)
+            natt = _tune(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), mark, NATT_RECEIVE_BYTES)
             opened.append(natt)
             natt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             natt.bind((public_address, natt_port))
