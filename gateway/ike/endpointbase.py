@@ -30,6 +30,26 @@ RETRY_MAX = 120.0
 ChildPolicy = Callable[[str, tuple[TsRange, ...], tuple[TsRange, ...]], str | None]
 
 
+class PeerIdentified:
+    """An IKE or ISAKMP SA whose peer identity its endpoint indexes: setting ``peer_id``
+    tells the endpoint (``ctx.peer_identified``), which files the SA under it."""
+
+    _peer_id: Identity | None
+    ctx: Any
+
+    @property
+    def peer_id(self) -> Identity | None:
+        """The peer's identity (authenticated once the SA is established); the endpoint
+        indexes SAs by it (`peer_identified`)."""
+        return self._peer_id
+
+    @peer_id.setter
+    def peer_id(self, value: Identity | None) -> None:
+        old, self._peer_id = self._peer_id, value
+        if value != old:
+            self.ctx.peer_identified(self, old)
+
+
 class EndpointBase:
     def __init__(self, local_address: str, configs: list[PeerConfig], random: Callable[[int], bytes],
                  timing: Timing | None) -> None:

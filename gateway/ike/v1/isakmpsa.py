@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from gateway.crypto.dh import InvalidKeyExchange, KeyExchange
 from gateway.crypto.prf import PRF, PrfAlgorithm
 from gateway.ike import certs, signatures
+from gateway.ike.endpointbase import PeerIdentified
 from gateway.ike.events import (
     AuthFailed,
     ChildSaActivate,
@@ -268,7 +269,7 @@ def vendor_name(data: bytes) -> str:
     return data.hex()
 
 
-class IsakmpSa:
+class IsakmpSa(PeerIdentified):
     def __init__(self, ctx: Context, *, initiator: bool, config: PeerConfig, icookie: bytes, rcookie: bytes,
                  local: tuple[str, int], remote: tuple[str, int], now: float) -> None:
         self.ctx = ctx
@@ -332,18 +333,6 @@ class IsakmpSa:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
-
-    @property
-    def peer_id(self) -> Identity | None:
-        """The peer's identity (authenticated once the SA is established); the endpoint
-        indexes SAs by it (`peer_identified`)."""
-        return self._peer_id
-
-    @peer_id.setter
-    def peer_id(self, value: Identity | None) -> None:
-        old, self._peer_id = self._peer_id, value
-        if value != old:
-            self.ctx.peer_identified(self, old)
 
     @property
     def up(self) -> bool:

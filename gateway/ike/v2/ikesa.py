@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.crypto.dh import InvalidKeyExchange, KeyExchange
 from gateway.ike import certs, signatures
+from gateway.ike.endpointbase import PeerIdentified
 from gateway.ike.events import (
     AuthFailed,
     ChildSaActivate,
@@ -185,7 +186,7 @@ class _ChildRequest:
     rekey: ChildSa | None = None
 
 
-class IkeSa:
+class IkeSa(PeerIdentified):
     """An IKE SA from either end.  ``initiator`` is the original initiator (the I flag)."""
 
     def __init__(self, ctx: Context, *, initiator: bool, config: PeerConfig | None, spi_i: bytes,
@@ -250,18 +251,6 @@ class IkeSa:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
-
-    @property
-    def peer_id(self) -> Identity | None:
-        """The peer's identity (authenticated once the SA is established); the endpoint
-        indexes SAs by it (`peer_identified`)."""
-        return self._peer_id
-
-    @peer_id.setter
-    def peer_id(self, value: Identity | None) -> None:
-        old, self._peer_id = self._peer_id, value
-        if value != old:
-            self.ctx.peer_identified(self, old)
 
     @property
     def up(self) -> bool:
