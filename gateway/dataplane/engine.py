@@ -101,8 +101,6 @@ class Dataplane:
         self.events: deque[object] = deque()
         self.keepalives_received = 0
         self._ident = 0
-        #: the ESP policy the last outbound packet took (for the rest of its burst)
-        self._last_protect: Policy | None = None
         self._public = edge.public_address.packed
         #: L2TP (UDP 1701) from ESP transport SAs goes here, never to the TUN (RFC 3193 4)
         self.l2tp_handler: L2tpHandler | None = None
@@ -139,8 +137,18 @@ class Dataplane:
         self.spd.remove(name)
 
     # -- outbound: a packet the kernel routed into the TUN ---------------------------
+    def _esp_policy(self, packet: bytes) -> Policy | None:
+        """The policy that protected ``packet`` with ESP (what `_outbound` took), or None
+        when it went elsewhere (a PPP link, bypass, discard, AH, no SA)."""
+        dst = int.from_bytes(packet[16:20], "big")
+        if (self.links or self.link_nets) and self.link_for(dst) is not None:
+            return None
+        policy = self.spd.lookup_packet(packet, int.from_bytes(packet[12:16], "big"), dst)
+        if policy is None or policy.action is not Action.PROTECT or policy.esp_out is None:
+            return None
+        return policy
+
     def outbound(self, packet: bytes) -> Transmit | None:
-        self._last_protect = None
         try:
             return self._outbound(packet)
         except Dropped as exc:
@@ -159,7 +167,7 @@ class Dataplane:
         protects with ESP; anything else takes the packet-by-packet path."""
         first = self.outbound(packets[0])
         out = [] if first is None else [first]
-        policy = self._last_protect
+        policy = self._esp_policy(packets[0]) if first is not None else None
         if policy is None:
             for packet in packets[1:]:
                 result = self.outbound(packet)
@@ -167,7 +175,6 @@ class Dataplane:
                     out.append(result)
             return out
         sa = policy.esp_out
-        assert sa is not None
         tunnel = policy.mode is Mode.TUNNEL
         if sa.encap is not None:
             kind, address = SEND_UDP, (sa.remote_str, sa.encap.remote_port)
@@ -204,12 +211,7 @@ class Dataplane:
             if link is not None:
                 return link.transmit(packet)
         proto = packet[9]
-        spd = self.spd
-        if spd.uses_ports:
-            sport, dport = ip.ports(packet, ip.header_length(packet))
-            policy = spd.lookup(src, dst, proto, sport, dport)
-        else:
-            policy = spd.lookup(src, dst, proto)
+        policy = self.spd.lookup_packet(packet, src, dst)
         if policy is None:
             raise Dropped(DropReason.NO_POLICY)
         policy.hits += 1
@@ -223,7 +225,6 @@ class Dataplane:
             raise Dropped(DropReason.TOO_BIG)
         sa = policy.esp_out
         if sa is not None:
-            self._last_protect = policy
             if policy.mode is Mode.TUNNEL:
                 data = esp.encapsulate(sa, packet, ip.PROTO_IPIP)
             else:
@@ -448,13 +449,8 @@ class Dataplane:
     def _inbound_discards(self, inner: bytes) -> bool:
         """Whether the inbound policy drops this decapsulated packet (its first match is
         DISCARD); a match of any kind counts as a hit."""
-        src = int.from_bytes(inner[12:16], "big")
-        dst = int.from_bytes(inner[16:20], "big")
-        if self.spd_in.uses_ports:
-            sport, dport = ip.ports(inner, ip.header_length(inner))
-            policy = self.spd_in.lookup(src, dst, inner[9], sport, dport)
-        else:
-            policy = self.spd_in.lookup(src, dst, inner[9])
+        policy = self.spd_in.lookup_packet(inner, int.from_bytes(inner[12:16], "big"),
+                                           int.from_bytes(inner[16:20], "big"))
         if policy is None:
             return False
         policy.hits += 1

@@ -11,6 +11,7 @@ import bisect
 import enum
 from dataclasses import dataclass, field
 
+from gateway.dataplane import ip
 from gateway.dataplane.sa import Mode, SecurityAssociation
 from gateway.dataplane.selectors import SelectorPair
 
@@ -82,6 +83,14 @@ class SecurityPolicyDatabase:
     def _changed(self) -> None:
         self._cache.clear()
         self.uses_ports = any(p.uses_ports for p in self._policies)
+
+    def lookup_packet(self, packet: bytes, src: int, dst: int) -> Policy | None:
+        """`lookup` for an IPv4 packet whose addresses are ``src`` and ``dst``: its ports
+        are read only when some policy names ports."""
+        if self.uses_ports:
+            sport, dport = ip.ports(packet, ip.header_length(packet))
+            return self.lookup(src, dst, packet[9], sport, dport)
+        return self.lookup(src, dst, packet[9])
 
     def lookup(self, src: int, dst: int, proto: int, sport: int = 0, dport: int = 0) -> Policy | None:
         key = (src, dst, proto, sport, dport) if self.uses_ports else (src, dst, proto)

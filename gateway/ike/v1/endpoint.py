@@ -340,18 +340,9 @@ class IkeV1Endpoint(EndpointBase):
     def _waiting(self, sa: IsakmpSa) -> bool:
         return sa.state is State.MM_SA and not sa.initiator  # only its half-open timeout runs
 
-    def _collect(self) -> None:
-        """Forget closed SAs; every SA is looked at only when one closed (`sa_closed`)."""
-        if self._closed_since_collect:
-            self._closed_since_collect = False
-            for cookie, sa in list(self._sas.items()):
-                if sa.state is State.CLOSED:
-                    del self._sas[cookie]
-                    self._forget_timer(sa)
-        self._settle_touched()
-        if self.check_timers:  # (the tests' check: the tables as a pass over them made them)
-            assert all(sa.state is State.MM_SA for sa in self._by_icookie.values())
-            assert all(sa.state is State.MM_KE for sa in self._proven.values())
+    def _check_tables(self) -> None:
+        assert all(sa.state is State.MM_SA for sa in self._by_icookie.values())
+        assert all(sa.state is State.MM_KE for sa in self._proven.values())
 
     def _settle(self, sas: Iterable[IsakmpSa]) -> None:
         """Half-open SAs that moved on leave their table (message 3: unproven -> proven;
